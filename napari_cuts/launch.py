@@ -1,0 +1,82 @@
+"""``napari-cuts``: open napari with a sample (or your image), the CUTS widget and the default encoder.
+
+Usage::
+
+    napari-cuts                     # sample fundus with geographic atrophy, segmented at once
+    napari-cuts scan.nii.gz         # your image(s): PNG, JPEG, TIFF or NIfTI
+    napari-cuts --no-segment        # do not start segmenting automatically
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-cuts",
+        description="Open napari with the CUTS widget docked and the bundled default encoder selected.",
+    )
+    p.add_argument("images", nargs="*", help="image files to open (default: the sample fundus photograph)")
+    p.add_argument("--no-segment", action="store_true", help="do not run Segment automatically")
+    return p
+
+
+def _add_images(viewer: Any, paths: Sequence[str]) -> list[Any]:
+    from napari_cuts._io import read_image_file
+    from napari_cuts._sample_data import fundus_ga
+
+    layers = []
+    if not paths:
+        for data, kwargs, kind in fundus_ga():
+            add = viewer.add_image if kind == "image" else viewer.add_labels
+            layer = add(data, **kwargs)
+            if kind == "image":
+                layers.append(layer)
+        return layers
+    for path in paths:
+        data, kwargs = read_image_file(path)
+        rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+        layers.append(viewer.add_image(data, rgb=rgb, **kwargs))
+    return layers
+
+
+def setup_viewer(viewer: Any, paths: Sequence[str] = (), *, segment: bool = True) -> Any:
+    """Add images and the CUTS widget to ``viewer``; select the default encoder; optionally segment.
+
+    Returns the :class:`~napari_cuts._widget.CutsWidget`.
+    """
+    layers = _add_images(viewer, paths)
+    widget = None
+    try:  # through the plugin manager, as Plugins > CUTS does
+        _, widget = viewer.window.add_plugin_dock_widget("napari-cuts", "CUTS")
+    except Exception:  # plugin not registered (e.g. running from a source tree)
+        widget = None
+    if widget is None or not hasattr(widget, "start_segmentation"):
+        from napari_cuts._widget import CutsWidget
+
+        widget = CutsWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="CUTS", area="right")
+    if layers:
+        widget.set_image_layer(layers[0])
+    widget.use_default_encoder()
+    if segment and layers:
+        widget.start_segmentation()
+    return widget
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import napari
+
+    viewer = napari.Viewer(title="CUTS")
+    setup_viewer(viewer, args.images, segment=not args.no_segment)
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

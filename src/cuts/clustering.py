@@ -1,0 +1,396 @@
+"""Single-level clustering of embeddings: k-means and spectral k-means.
+
+:func:`kmeans` is a plain Lloyd k-means with k-means++ initialisation
+(torch on the CPU, float32, chunked so that memory stays ``O(N * k)`` at most
+one chunk at a time).
+
+:func:`spectral_kmeans` is the paper's single-granularity alternative to
+diffusion condensation ("CUTS + k-means"). It is built on the same weighted
+*atoms* that :func:`cuts.hierarchy.condense` uses, so both methods see the same
+graph: pixels are first quantised into ``M`` (about a thousand) atoms, the
+Gaussian affinity graph between atoms (weighted by their pixel counts) is the
+exact reduction of the pixel-level graph in which pixels of one atom are
+identical, and its leading diffusion eigenvectors are clustered with weighted
+k-means. Cost is ``O(N * M)`` in the number of pixels ``N``: never ``N x N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from cuts.cancel import CancelToken, check_cancelled
+
+__all__ = ["kmeans", "spectral_kmeans"]
+
+ProgressCallback = Callable[[int, int, str], None]
+
+#: rows per block when computing point-to-centre distances
+_CHUNK_ELEMENTS = 1 << 22  # rows * k ≤ 4M floats (16 MB) per block
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _validate_features(features: np.ndarray, name: str = "features") -> np.ndarray:
+    arr = np.asarray(features)
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape (N, D) or (H, W, D); got an array with shape {arr.shape}. "
+            "Put the feature axis last."
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one point with one feature.")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}.")
+    return arr
+
+
+def _check_finite_chunked(arr2d: np.ndarray, name: str) -> None:
+    step = max(1, (1 << 22) // max(1, arr2d.shape[1]))
+    for s in range(0, arr2d.shape[0], step):
+        if not np.isfinite(arr2d[s : s + step]).all():
+            raise ValueError(
+                f"{name} contains NaN or infinite values (first bad row near index {s}); "
+                "clean or re-compute the embeddings before clustering."
+            )
+
+
+def group_sum(labels: np.ndarray, values: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-group sums of the rows of ``values`` (n, d); ``labels`` in ``0..k-1``.
+
+    Uses a sparse indicator product, far faster than ``index_add_`` on CPU.
+    """
+    from scipy.sparse import csr_matrix
+
+    n = labels.shape[0]
+    data = np.ones(n, dtype=values.dtype) if weights is None else np.asarray(weights, dtype=values.dtype)
+    ind = csr_matrix((data, (np.asarray(labels, dtype=np.int64), np.arange(n))), shape=(k, n))
+    return np.asarray(ind @ values)
+
+
+def _sq_dists_block(x, c, c_sq):
+    """Squared distances between rows of ``x`` (n, d) and ``c`` (k, d); float32 torch tensors."""
+    torch = _torch()
+    d = (x * x).sum(1, keepdim=True) - 2.0 * (x @ c.T) + c_sq[None, :]
+    return torch.clamp_min_(d, 0.0)
+
+
+def assign_nearest(x, centres, *, cancel: CancelToken = None, return_dist: bool = False):
+    """Index of the nearest centre for each row of ``x`` (torch tensors), chunked.
+
+    Returns an int64 tensor of length ``n`` (and the squared distances if
+    ``return_dist``).
+    """
+    torch = _torch()
+    n = x.shape[0]
+    k = centres.shape[0]
+    c_sq = (centres * centres).sum(1)
+    step = max(256, _CHUNK_ELEMENTS // max(1, k))
+    labels = torch.empty(n, dtype=torch.int64)
+    dists = torch.empty(n, dtype=x.dtype) if return_dist else None
+    for s in range(0, n, step):
+        check_cancelled(cancel, "clustering")
+        d = _sq_dists_block(x[s : s + step], centres, c_sq)
+        mn, arg = d.min(1)
+        labels[s : s + step] = arg
+        if dists is not None:
+            dists[s : s + step] = mn
+    if return_dist:
+        return labels, dists
+    return labels
+
+
+def _kmeanspp_init(x, k: int, weights, rng: np.random.Generator, cancel: CancelToken):
+    """Greedy k-means++ seeding (a few local trials per centre)."""
+    torch = _torch()
+    n = x.shape[0]
+    w = weights if weights is not None else torch.ones(n, dtype=x.dtype)
+    n_trials = 2 + int(np.log(k))
+    first = int(rng.choice(n, p=(w / w.sum()).double().numpy()))
+    centres_idx = [first]
+    closest = ((x - x[first]) ** 2).sum(1)
+    x_sq = (x * x).sum(1)
+    for i in range(1, k):
+        if i % 32 == 0:
+            check_cancelled(cancel, "clustering")
+        pot = (closest * w).double()
+        total = float(pot.sum())
+        if total <= 0.0:  # all remaining points coincide with chosen centres
+            remaining = np.setdiff1d(np.arange(n), np.asarray(centres_idx))
+            if remaining.size == 0:
+                break
+            cand = rng.choice(remaining, size=min(n_trials, remaining.size), replace=False)
+        else:
+            cum = torch.cumsum(pot, 0).numpy()
+            r = rng.random(n_trials) * cum[-1]
+            cand = np.minimum(np.searchsorted(cum, r), n - 1)
+        cand_t = torch.as_tensor(cand, dtype=torch.int64)
+        cx = x[cand_t]
+        d = torch.clamp_min_(x_sq[None, :] - 2.0 * (cx @ x.T) + (cx * cx).sum(1)[:, None], 0.0)
+        new_closest = torch.minimum(closest[None, :], d)
+        scores = (new_closest * w[None, :]).sum(1)
+        best = int(torch.argmin(scores))
+        centres_idx.append(int(cand[best]))
+        closest = new_closest[best]
+    return x[torch.as_tensor(centres_idx, dtype=torch.int64)].clone()
+
+
+def _lloyd(
+    x,
+    k: int,
+    *,
+    weights=None,
+    rng: np.random.Generator,
+    max_iter: int,
+    tol: float,
+    init: str,
+    cancel: CancelToken,
+):
+    """One run of (weighted) Lloyd k-means. Returns (centres, labels, inertia)."""
+    torch = _torch()
+    n, d = x.shape
+    if init == "k-means++":
+        centres = _kmeanspp_init(x, k, weights, rng, cancel)
+    elif init == "random":
+        idx = np.sort(rng.choice(n, size=k, replace=False))
+        centres = x[torch.as_tensor(idx)].clone()
+    else:  # pragma: no cover - internal
+        raise ValueError(f"unknown init {init!r}")
+    k = centres.shape[0]
+    w = weights if weights is not None else torch.ones(n, dtype=x.dtype)
+    scale = float(((x - x.mean(0)) ** 2).sum(1).mean()) + 1e-30
+    labels = None
+    for _ in range(max_iter):
+        check_cancelled(cancel, "clustering")
+        labels, dist = assign_nearest(x, centres, cancel=cancel, return_dist=True)
+        lab_np = labels.numpy()
+        sums = torch.from_numpy(group_sum(lab_np, x.numpy(), k, w.numpy()))
+        mass = torch.from_numpy(np.bincount(lab_np, weights=w.numpy(), minlength=k).astype(np.float32))
+        new = centres.clone()
+        nonempty = mass > 0
+        new[nonempty] = sums[nonempty] / mass[nonempty, None]
+        empty = torch.nonzero(~nonempty).flatten()
+        if empty.numel():
+            # re-seed empty clusters at the points farthest from their centres
+            far = torch.argsort(dist * w, descending=True)[: empty.numel()]
+            new[empty] = x[far]
+        shift = float(((new - centres) ** 2).sum(1).max())
+        centres = new
+        if shift <= tol * scale and not empty.numel():
+            break
+    labels, dist = assign_nearest(x, centres, cancel=cancel, return_dist=True)
+    inertia = float((dist * w).sum())
+    return centres, labels, inertia
+
+
+def weighted_kmeans(
+    x: np.ndarray,
+    k: int,
+    *,
+    weights: np.ndarray | None = None,
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init: str = "k-means++",
+    cancel: CancelToken = None,
+):
+    """Weighted k-means on a small-to-medium (n, d) array; returns ``(centres, labels)`` (numpy).
+
+    Labels are 0-based cluster indices (possibly with fewer than ``k`` distinct
+    values if points coincide). Internal helper shared with the hierarchy.
+    """
+    torch = _torch()
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    wt = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(max(1, n_init)):
+        c, lab, inertia = _lloyd(
+            xt, k, weights=wt, rng=rng, max_iter=max_iter, tol=tol, init=init, cancel=cancel
+        )
+        if best is None or inertia < best[2]:
+            best = (c, lab, inertia)
+    assert best is not None
+    return best[0].numpy(), best[1].numpy()
+
+
+def _relabel_by_size(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Map arbitrary non-negative labels to 1..n ordered by (weighted) size, largest first."""
+    uniq, inv = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inv, weights=weights, minlength=uniq.size)
+    order = np.lexsort((np.arange(uniq.size), -sizes))  # largest first, ties by label
+    rank = np.empty(uniq.size, dtype=np.int32)
+    rank[order] = np.arange(1, uniq.size + 1, dtype=np.int32)
+    return rank[inv]
+
+
+def kmeans(
+    features: np.ndarray,
+    k: int = 10,
+    *,
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    cancel: CancelToken = None,
+) -> np.ndarray:
+    """Lloyd k-means with k-means++ initialisation.
+
+    Parameters
+    ----------
+    features : np.ndarray
+        ``(N, D)`` points or an ``(H, W, D)`` feature image (feature axis last).
+    k : int
+        Number of clusters (``1 <= k <= N``).
+    seed : int
+        Seed of the random number generator; equal seeds give equal labels.
+    n_init : int
+        Number of independent initialisations; the run with the lowest inertia wins.
+    max_iter : int
+        Maximum number of Lloyd iterations per run.
+    tol : float
+        Stop when no centre moves more than ``tol`` times the data variance.
+    cancel : CancelToken, optional
+        Raise :class:`cuts.cancel.Cancelled` when it fires.
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels with the leading shape of ``features`` (``(N,)`` or
+        ``(H, W)``), contiguous ``1..k'`` ordered by cluster size (label 1 is the
+        largest cluster). ``k' == k`` unless the data has fewer than ``k``
+        distinct points.
+
+    Raises
+    ------
+    ValueError
+        On a wrong shape, non-finite values, or ``k`` outside ``1..N``.
+    """
+    arr = _validate_features(features)
+    lead = arr.shape[:-1]
+    x = arr.reshape(-1, arr.shape[-1])
+    n = x.shape[0]
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    if k > n:
+        raise ValueError(f"k={k} is larger than the number of points ({n}); choose k <= {n}.")
+    if n_init < 1 or max_iter < 1:
+        raise ValueError(f"n_init and max_iter must be >= 1; got n_init={n_init}, max_iter={max_iter}.")
+    _check_finite_chunked(x, "features")
+    _, labels = weighted_kmeans(
+        x, int(k), seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, cancel=cancel
+    )
+    return _relabel_by_size(labels).reshape(lead)
+
+
+def spectral_kmeans(
+    embeddings: np.ndarray,
+    k: int = 10,
+    *,
+    seed: int = 0,
+    n_atoms: int | None = None,
+    n_components: int = 32,
+    bandwidth_scale: float = 4.0,
+    callback: ProgressCallback | None = None,
+    cancel: CancelToken = None,
+) -> np.ndarray:
+    """Spectral k-means on the weighted atom graph (the paper's "CUTS + k-means").
+
+    Pixels are L2-normalised, projected by PCA and quantised into weighted
+    atoms exactly as in :func:`cuts.hierarchy.condense`. On the atoms we build
+    the Gaussian affinity ``K`` (bandwidth: ``bandwidth_scale`` times the median
+    squared distance of an atom to its 10th neighbour) and the count-weighted
+    diffusion operator ``P = D^-1 K W``, which is the exact reduction of the
+    pixel-level random walk. Its leading non-trivial eigenvectors, scaled by
+    their eigenvalues (a diffusion map), are clustered into ``k`` groups with
+    pixel-count-weighted k-means.
+
+    Parameters
+    ----------
+    embeddings : np.ndarray
+        ``(H, W, D)`` per-pixel embeddings.
+    k : int
+        Number of segments.
+    seed : int
+        Random seed (atoms, k-means); equal seeds give equal labels.
+    n_atoms : int, optional
+        Number of atoms; default depends on the image size (see
+        :func:`cuts.hierarchy.condense`).
+    n_components : int
+        PCA dimensions used for the atoms.
+    bandwidth_scale : float
+        Multiplier of the Gaussian bandwidth heuristic.
+    callback : callable, optional
+        ``callback(done, total, message)`` progress reports (``total == 100``).
+    cancel : CancelToken, optional
+        Raise :class:`cuts.cancel.Cancelled` when it fires.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W)`` int32 labels, contiguous ``1..k'`` (``k' <= k``), largest segment first.
+    """
+    from scipy.linalg import eigh
+
+    from cuts.condensation import build_atoms, pairwise_sq_dists
+
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    if bandwidth_scale <= 0:
+        raise ValueError(f"bandwidth_scale must be positive; got {bandwidth_scale!r}.")
+    atoms = build_atoms(
+        embeddings,
+        seed=seed,
+        n_atoms=n_atoms,
+        n_components=n_components,
+        callback=callback,
+        progress_span=(0, 80),
+        cancel=cancel,
+    )
+    m = atoms.coords.shape[0]
+    h, w_ = atoms.atom_map.shape
+    if k >= m:
+        labels = _relabel_by_size(atoms.atom_map.ravel(), None)
+        return labels.reshape(h, w_).astype(np.int32)
+    check_cancelled(cancel, "spectral k-means")
+    x = atoms.coords.astype(np.float64)
+    wts = atoms.counts.astype(np.float64)
+    d2 = pairwise_sq_dists(x)
+    nn = min(10, m - 1)
+    eps = float(np.median(np.partition(d2, nn, axis=1)[:, nn])) * bandwidth_scale
+    eps = max(eps, 1e-12)
+    kern = np.exp(-d2 / eps)
+    del d2
+    deg = kern @ wts
+    # S = W^1/2 D^-1/2 K D^-1/2 W^1/2 is similar to P = D^-1 K W
+    s = np.sqrt(wts / deg)
+    sym = kern * s[:, None] * s[None, :]
+    del kern
+    check_cancelled(cancel, "spectral k-means")
+    if callback is not None:
+        callback(85, 100, "spectral embedding")
+    n_eig = min(k + 1, m)
+    vals, vecs = eigh(sym, subset_by_index=[m - n_eig, m - 1])
+    order = np.argsort(vals)[::-1]
+    vals, vecs = vals[order], vecs[:, order]
+    # right eigenvectors of P: u = D^-1/2 W^-1/2 y; drop the trivial (constant) one
+    u = vecs / np.sqrt(wts * deg)[:, None]
+    u = u / np.sqrt((u * u * wts[:, None]).sum(0) / wts.sum())[None, :]
+    emb = u[:, 1:] * np.clip(vals[1:], 0.0, None)[None, :]
+    if emb.shape[1] == 0:
+        emb = u
+    check_cancelled(cancel, "spectral k-means")
+    if callback is not None:
+        callback(90, 100, "k-means on the spectral embedding")
+    _, atom_labels = weighted_kmeans(emb, int(k), weights=wts, seed=seed, n_init=5, cancel=cancel)
+    atom_labels = _relabel_by_size(atom_labels, wts)
+    out = atom_labels[atoms.atom_map]
+    if callback is not None:
+        callback(100, 100, "done")
+    return out.astype(np.int32, copy=False)
