@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSlider,
     QSpinBox,
     QVBoxLayout,
@@ -155,7 +157,16 @@ class CutsWidget(QWidget):
 
     # ================================================================== UI
     def _build_ui(self) -> None:
-        outer = QVBoxLayout(self)
+        root = QVBoxLayout(self)
+        root.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        outer = QVBoxLayout(inner)
+        scroll.setWidget(inner)
+        root.addWidget(scroll)
 
         # ---- image
         box = QGroupBox("1. Image")
@@ -221,11 +232,14 @@ class CutsWidget(QWidget):
         form.addRow("Budget", budget_row)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
-        form.addRow("Seed", self.seed_spin)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
         self.device_combo.setToolTip("auto: CUDA if available, then Apple MPS, then CPU.")
-        form.addRow("Device", self.device_combo)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(QLabel("Device"))
+        seed_row.addWidget(self.device_combo, 1)
+        form.addRow("Seed", seed_row)
         v.addLayout(form)
         self.train_button = QPushButton("Train on image")
         self.train_button.setToolTip("Train a new encoder on the selected layer (all slices of a stack).")

@@ -42,8 +42,17 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.01)
 
+    def close_toasts() -> None:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        for w in app.topLevelWidgets() + viewer.window._qt_window.findChildren(NapariQtNotification):
+            if isinstance(w, NapariQtNotification):
+                w.close()
+
     def shot(name: str) -> None:
         settle()
+        close_toasts()
+        settle(5)
         img = viewer.screenshot(canvas_only=False, flash=False)
         Image.fromarray(img).save(out / name)
         print("wrote", out / name)
@@ -55,7 +64,9 @@ def main() -> None:
 
     widget = setup_viewer(viewer, (), segment=False)
     viewer.layers["fundus GA expert mask"].visible = False
+    viewer.layers.selection.active = viewer.layers["fundus GA"]
     settle()
+    viewer.reset_view()
     shot("01_widget_open.png")
 
     if widget.model is None:  # no bundled encoder installed: train briefly
