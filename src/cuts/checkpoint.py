@@ -115,7 +115,7 @@ def load_model(
             f"{path} holds architecture {arch!r}, but this version of CUTS reads {ARCHITECTURE!r}."
         )
     channels = meta.get("in_channels")
-    if not isinstance(channels, int) or channels < 1:
+    if type(channels) is not int or channels < 1:
         raise CheckpointError(f"{path} has an invalid 'in_channels' in its metadata: {channels!r}.")
     if in_channels is not None and in_channels != channels:
         kinds = {1: "grey (1-channel)", 3: "colour (3-channel)"}

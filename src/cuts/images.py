@@ -129,13 +129,13 @@ def as_image_list(
             f"got a 4-D {_describe(arr)} whose last axis is not colour channels; "
             "CUTS takes stacks (Z, H, W) or (Z, H, W, C) with C <= 4."
         )
+    if rgb and arr.ndim == 2:
+        raise ImageError(f"rgb=True needs a channel axis, but got a 2-D {_describe(arr)}.")
     if rgb and arr.shape[-1] > 4:
         raise ImageError(
             f"the last axis of the {_describe(arr)} has {arr.shape[-1]} channels; "
             "colour images need 1-4 channels (grey, grey+alpha, RGB, RGBA)."
         )
-    if rgb and arr.ndim == 2:
-        raise ImageError(f"rgb=True needs a channel axis, but got a 2-D {_describe(arr)}.")
     _check_values(arr, "the image")
 
     if (arr.ndim == 3 and not rgb) or arr.ndim == 4:

@@ -121,6 +121,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"{folder} is not a folder.")
     files = [
         p for p in sorted(folder.iterdir())
-        if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not stem(p).endswith("_seg")
+        if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not stem(p).lower().endswith("_seg")
     ]
     return files
