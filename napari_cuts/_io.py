@@ -1,25 +1,26 @@
-"""File I/O without Qt: NIfTI reading, atomic writing, mask export and npe2 hooks.
+"""File I/O for napari: turns :mod:`cuts.io` results into layers, writes masks, npe2 hooks.
+
+The file formats themselves live in the engine: :func:`cuts.io.read_nifti` and
+:func:`cuts.io.write_nifti` (NIfTI, including the orientation convention),
+:func:`cuts.io.read_image` (PNG/JPEG/TIFF/BMP) and :func:`cuts.atomic.atomic_path`
+(atomic writes). This module only translates to napari.
 
 Layout of NIfTI data in napari
 ------------------------------
-A NIfTI volume is stored in voxel-index order ``(i, j, k)`` with a 4x4 affine
-that maps voxel indices to world millimetres. napari (and CUTS) want slices
-first: ``(Z, H, W)``. The reader therefore shows a volume ``vol`` as::
-
-    layer = vol.transpose(2, 1, 0)[:, ::-1, :]     # (k, j reversed, i)
-
-so that, for the usual RAS+-oriented scans, anterior is up and each axial slice
-is one ``(H, W)`` image. A single slice (``k`` of length 1) is squeezed to a 2-D
-``(H, W)`` layer. The voxel spacing goes into the layer's ``scale`` (in the
-file's spatial unit, normally mm) and the affine, shape and codes are kept in
-``layer.metadata["nifti"]``; :func:`write_nifti` applies the inverse of the
-layout above, so a mask exported from a NIfTI image lines up voxel for voxel
-with its source in any NIfTI viewer.
+:func:`cuts.io.read_nifti` returns a volume in the layout ``"k,-j,i"``: slices
+first, rows = ``j`` reversed, columns = ``i`` (voxel ``(i, j, k)`` is
+``data[k, H - 1 - j, i]``), so that for the usual RAS+-oriented scans anterior is
+up and each axial slice is one ``(H, W)`` image; a single slice is a 2-D layer.
+The voxel spacing goes into the layer's ``scale`` (in the file's spatial unit,
+normally mm) and the affine, on-disk shape, zooms, unit and header codes are kept
+in ``layer.metadata["nifti"]``; :func:`write_nifti` hands them back to
+:func:`cuts.io.write_nifti`, which applies the inverse layout, so a mask exported
+from a NIfTI image lines up voxel for voxel with its source in any NIfTI viewer.
 
 Writing
 -------
-Every writer here writes to a temporary file in the destination folder and then
-moves it into place with :func:`os.replace`, so a crash never leaves a
+Every writer here goes through :func:`cuts.atomic.atomic_path` (a temporary file
+in the destination folder, then :func:`os.replace`), so a crash never leaves a
 half-written file, and refuses to replace an existing file unless
 ``overwrite=True`` (the widget asks the user first).
 """
@@ -27,12 +28,13 @@ half-written file, and refuses to replace an existing file unless
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from cuts import io as cio
+from cuts.atomic import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -41,7 +43,8 @@ PNG_SUFFIXES = (".png",)
 #: Metadata key under which the reader keeps NIfTI geometry.
 NIFTI_KEY = "nifti"
 
-_UNIT_TO_MM = {"mm": 1.0, "micron": 1e-3, "meter": 1e3}
+#: Facts from :attr:`cuts.io.ImageFile.meta` kept in ``layer.metadata["nifti"]``.
+_NIFTI_META_KEYS = ("affine", "shape", "shape_on_disk", "zooms", "unit", "sform_code", "qform_code", "layout")
 
 
 class ExportError(ValueError):
@@ -77,141 +80,64 @@ def format_from_path(path: str | os.PathLike) -> str:
     )
 
 
-def atomic_write(
-    path: str | os.PathLike,
-    write: Callable[[str], Any],
-    *,
-    overwrite: bool = False,
-) -> str:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it into place.
-
-    The temporary file keeps ``path``'s suffix (writers such as nibabel pick the
-    format from it). Raises :class:`FileExistsError` if ``path`` exists and
-    ``overwrite`` is false; the temporary file is removed on any error.
-    """
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a folder; give a file name.")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} already exists; not overwriting it without permission.")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"the folder {folder!r} does not exist.")
-    stem, suffix = split_suffix(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+def _abspath(path: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(path))
 
 
 def _as_label_array(data: Any) -> np.ndarray:
-    arr = np.asarray(data)
-    if arr.dtype == bool:
-        return arr.astype(np.uint8)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
-            arr = arr.astype(np.int64)
-        else:
-            raise ExportError(f"a mask must hold whole numbers, got dtype {arr.dtype}.")
-    if arr.size and arr.min() >= 0 and arr.max() <= 255:
-        return arr.astype(np.uint8, copy=False)
-    return arr
+    try:
+        return cio.as_mask_array(data)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- NIfTI
 
 
 def is_nifti_path(path: Any) -> bool:
-    return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
+    return isinstance(path, (str, os.PathLike)) and cio.is_nifti(os.fspath(path))
 
 
-def _layer_from_volume(vol: np.ndarray) -> np.ndarray:
-    """``(X, Y, Z, ...)`` voxel order -> ``(..., Z, H, W)`` layer order (see module docs)."""
-    # spatial axes to the back, in (k, j, i) order
-    order = list(range(3, vol.ndim)) + [2, 1, 0]
-    out = np.transpose(vol, order)[..., ::-1, :]
-    if out.shape[-3] == 1:
-        out = out[..., 0, :, :]
-    return np.ascontiguousarray(out)
+def layer_from_image_file(image: cio.ImageFile, path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(data, layer_kwargs)`` for napari from an :class:`cuts.io.ImageFile`.
 
-
-def _volume_from_layer(data: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_layer_from_volume` for 2-D ``(H, W)`` and 3-D ``(Z, H, W)`` arrays."""
-    arr = np.asarray(data)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ExportError(f"NIfTI export takes a 2-D or (Z, H, W) mask, got shape {arr.shape}.")
-    return np.ascontiguousarray(np.transpose(arr[:, ::-1, :], (2, 1, 0)))
+    ``layer_kwargs`` has ``name``; for NIfTI also ``scale`` (the spacing, slices
+    first) and ``metadata["nifti"]`` (geometry for :func:`write_nifti`).
+    """
+    kwargs: dict[str, Any] = {"name": cio.stem(path)}
+    if image.meta.get("format") == "nifti":
+        info = {k: image.meta[k] for k in _NIFTI_META_KEYS if k in image.meta}
+        info["source"] = os.fspath(path)
+        kwargs["scale"] = list(image.spacing or (1.0,) * image.data.ndim)
+        kwargs["metadata"] = {NIFTI_KEY: info}
+    return image.data, kwargs
 
 
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a NIfTI file; return ``(data, layer_kwargs)`` in napari layout.
+    """Read a NIfTI file with :func:`cuts.io.read_nifti`; return ``(data, layer_kwargs)``.
 
     ``layer_kwargs`` has ``name``, ``scale`` (voxel spacing, slices first) and
-    ``metadata`` with the affine under ``metadata["nifti"]``.
+    ``metadata`` with the affine and header facts under ``metadata["nifti"]``.
     """
-    import nibabel as nib
-
-    img = nib.load(os.fspath(path))
-    vol = np.asanyarray(img.dataobj)
-    if vol.ndim < 2:
-        raise ValueError(f"{os.fspath(path)!r} holds a {vol.ndim}-D array, not an image.")
-    # drop trailing singleton (time/component) axes, pad to three spatial axes
-    while vol.ndim > 3 and vol.shape[-1] == 1:
-        vol = vol[..., 0]
-    while vol.ndim < 3:
-        vol = vol[..., None]
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
-    zooms += [1.0] * (3 - len(zooms))
-    zooms = [z if z > 0 else 1.0 for z in zooms]
-    space_unit = img.header.get_xyzt_units()[0]
-    data = _layer_from_volume(vol)
-    spatial_scale = [zooms[2], zooms[1], zooms[0]]
-    if data.ndim == vol.ndim - 1:  # slice axis squeezed
-        spatial_scale = spatial_scale[1:]
-    n_extra = data.ndim - len(spatial_scale)
-    scale = [1.0] * n_extra + spatial_scale
-    sform_code = int(img.header["sform_code"]) if "sform_code" in img.header else 0
-    qform_code = int(img.header["qform_code"]) if "qform_code" in img.header else 0
-    meta = {
-        NIFTI_KEY: {
-            "affine": np.asarray(img.affine, dtype=float).tolist(),
-            "shape": [int(s) for s in vol.shape],
-            "zooms": zooms,
-            "unit": space_unit if space_unit in _UNIT_TO_MM else "mm",
-            "sform_code": sform_code,
-            "qform_code": qform_code,
-            "layout": "k,-j,i",
-            "source": os.fspath(path),
-        }
-    }
-    name = os.path.basename(split_suffix(os.fspath(path))[0])
-    return data, {"name": name, "scale": scale, "metadata": meta}
+    return layer_from_image_file(cio.read_nifti(path), path)
 
 
-def nifti_geometry(metadata: dict | None, scale: Sequence[float] | None, ndim: int) -> tuple[np.ndarray, dict]:
-    """Affine (and header codes) for writing a mask of ``ndim`` layer dimensions.
+def nifti_geometry(metadata: dict | None, scale: Sequence[float] | None, ndim: int) -> dict[str, Any]:
+    """Keyword arguments for :func:`cuts.io.write_nifti` for a mask of ``ndim`` layer dimensions.
 
-    Uses the source's affine from ``metadata["nifti"]`` when present; otherwise a
-    diagonal affine from the layer ``scale`` (spacing in mm).
+    Uses the source's geometry from ``metadata["nifti"]`` when present (affine,
+    on-disk shape, zooms, unit, header codes); otherwise a diagonal affine from
+    the layer ``scale`` (spacing in mm).
     """
     info = (metadata or {}).get(NIFTI_KEY)
     if info and "affine" in info:
-        return np.asarray(info["affine"], dtype=float), info
-    sc = list(scale) if scale is not None else [1.0] * ndim
-    sc = [float(s) for s in sc[-ndim:]]
-    if ndim == 2:
-        dz, dy, dx = 1.0, sc[0], sc[1]
-    else:
-        dz, dy, dx = sc[-3], sc[-2], sc[-1]
-    return np.diag([dx, dy, dz, 1.0]), {}
+        geometry: dict[str, Any] = {"affine": np.asarray(info["affine"], dtype=float)}
+        for key in ("shape", "zooms", "unit", "sform_code", "qform_code"):
+            if info.get(key) is not None:
+                geometry[key] = info[key]
+        return geometry
+    spacing = [float(s) for s in list(scale)[-ndim:]] if scale is not None else None
+    return {"spacing": spacing}
 
 
 def write_nifti(
@@ -222,33 +148,19 @@ def write_nifti(
     scale: Sequence[float] | None = None,
     overwrite: bool = False,
 ) -> str:
-    """Write a mask or label image as NIfTI (``.nii`` or ``.nii.gz``), atomically.
+    """Write a mask or label image as NIfTI (``.nii`` or ``.nii.gz``) with :func:`cuts.io.write_nifti`.
 
     The source's affine (from ``metadata["nifti"]``, as set by the reader) is
     written unchanged, so the mask aligns with its source image.
     """
-    import nibabel as nib
-
     arr = _as_label_array(data)
-    vol = _volume_from_layer(arr)
-    affine, info = nifti_geometry(metadata, scale, np.asarray(data).ndim)
-    shape = info.get("shape")
-    if shape is not None and tuple(shape[:3]) != vol.shape:
-        raise ExportError(
-            f"the mask has shape {vol.shape} in voxel order but its source NIfTI image "
-            f"had {tuple(shape[:3])}; export from a mask made on that image."
-        )
-    img = nib.Nifti1Image(vol, affine)
-    img.header.set_data_dtype(vol.dtype)
-    unit = info.get("unit", "mm")
-    img.header.set_xyzt_units(xyz=unit if unit in _UNIT_TO_MM else "mm")
-    sform_code = int(info.get("sform_code", 2) or 0)
-    qform_code = int(info.get("qform_code", 0) or 0)
-    if sform_code or not qform_code:
-        img.set_sform(affine, code=sform_code or 2)
-    if qform_code:
-        img.set_qform(affine, code=qform_code)
-    return atomic_write(path, lambda tmp: nib.save(img, tmp), overwrite=overwrite)
+    if arr.ndim not in (2, 3):
+        raise ExportError(f"NIfTI export takes a 2-D or (Z, H, W) mask, got shape {arr.shape}.")
+    try:
+        cio.write_nifti(path, arr, overwrite=overwrite, **nifti_geometry(metadata, scale, arr.ndim))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    return _abspath(path)
 
 
 # ----------------------------------------------------------------------------- PNG / TIFF
@@ -276,7 +188,9 @@ def write_png(path: str | os.PathLike, data: Any, *, overwrite: bool = False, bi
         img = Image.fromarray(arr.astype(np.uint16))
     else:
         raise ExportError("labels above 65535 do not fit in a PNG; use TIFF or NIfTI.")
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite=overwrite)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        img.save(tmp, format="PNG")
+    return _abspath(path)
 
 
 def write_tiff(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -> str:
@@ -289,11 +203,9 @@ def write_tiff(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -
     arr = _as_label_array(data)
     if arr.ndim not in (2, 3):
         raise ExportError(f"TIFF export takes a 2-D or (Z, H, W) mask, got shape {arr.shape}.")
-
-    def _write(tmp: str) -> None:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(tmp, arr, photometric="minisblack", metadata=None)
-
-    return atomic_write(path, _write, overwrite=overwrite)
+    return _abspath(path)
 
 
 def export_mask(
@@ -325,7 +237,7 @@ def physical_pixel_area(metadata: dict | None, scale: Sequence[float] | None, un
     sy, sx = float(scale[-2]), float(scale[-1])
     info = (metadata or {}).get(NIFTI_KEY)
     if info:
-        factor = _UNIT_TO_MM.get(info.get("unit", "mm"), 1.0)
+        factor = cio.NIFTI_UNIT_TO_MM.get(info.get("unit", "mm"), 1.0)
         return sy * sx * factor * factor
     if units is not None:
         try:
@@ -384,16 +296,5 @@ def write_labels_nifti(path: str, data: Any, attributes: dict) -> list[str]:
 
 
 def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read any image the launcher may be given: NIfTI via :func:`read_nifti`, else PNG/JPEG/TIFF."""
-    if is_nifti_path(path):
-        return read_nifti(path)
-    suffix = split_suffix(path)[1].lower()
-    name = Path(split_suffix(path)[0]).name
-    if suffix in TIFF_SUFFIXES:
-        import tifffile
-
-        return tifffile.imread(os.fspath(path)), {"name": name}
-    from PIL import Image
-
-    with Image.open(os.fspath(path)) as im:
-        return np.asarray(im), {"name": name}
+    """Read any image the launcher may be given with :func:`cuts.io.read_image`; return ``(data, layer_kwargs)``."""
+    return layer_from_image_file(cio.read_image(path), path)

@@ -1,4 +1,4 @@
-"""Stage-1 file input: cuts.io (PNG/TIFF/NIfTI, list_images)."""
+"""Stage-1 file I/O: cuts.io (PNG/TIFF/NIfTI reading, NIfTI mask writing, list_images)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import pytest
 import tifffile
 from skimage import io as skio
 
-from cuts.io import list_images, read_image, stem
+from cuts.io import (
+    NIFTI_LAYOUT,
+    layout_to_nifti,
+    list_images,
+    nifti_to_layout,
+    read_image,
+    read_nifti,
+    stem,
+    write_nifti,
+)
 
 
 def _img(shape, dtype=np.uint8, seed=0):
@@ -48,14 +57,20 @@ def test_nifti_volume_spacing_affine(tmp_path, suffix):
     path = tmp_path / f"vol{suffix}"
     nib.save(nib.Nifti1Image(vol, affine), str(path))
     f = read_image(path)
-    assert f.data.shape == (5, 24, 20)  # (Z, Y, X)
-    for k in range(5):
-        np.testing.assert_array_equal(f.data[k], vol[..., k].T)
+    assert f.data.shape == (5, 24, 20)  # (Z, H, W) = (k, j, i)
+    for k in range(5):  # layout "k,-j,i": rows are j reversed
+        np.testing.assert_array_equal(f.data[k], vol[..., k].T[::-1])
+    assert f.data[3, 24 - 1 - 7, 11] == vol[11, 7, 3]
     assert f.spacing == pytest.approx((3.0, 0.8, 0.5))
     np.testing.assert_allclose(f.affine, affine)
-    assert f.meta["format"] == "nifti"
-    assert f.meta["axes"] == [2, 1, 0]
     assert f.data.dtype == np.int16
+    m = f.meta
+    assert m["format"] == "nifti" and m["layout"] == NIFTI_LAYOUT == "k,-j,i"
+    np.testing.assert_allclose(m["affine"], affine)
+    assert m["shape"] == [20, 24, 5] and m["shape_on_disk"] == [20, 24, 5]
+    assert m["zooms"] == pytest.approx([0.5, 0.8, 3.0])
+    assert m["unit"] == "mm"
+    assert isinstance(m["sform_code"], int) and isinstance(m["qform_code"], int)
 
 
 def test_nifti_singleton_slice_squeezed(tmp_path):
@@ -64,9 +79,106 @@ def test_nifti_singleton_slice_squeezed(tmp_path):
     nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / "s.nii.gz"))
     f = read_image(tmp_path / "s.nii.gz")
     assert f.data.shape == (24, 20)
-    np.testing.assert_array_equal(f.data, vol[..., 0].T)
+    np.testing.assert_array_equal(f.data, vol[..., 0].T[::-1])
     assert f.spacing == pytest.approx((0.8, 0.5))
     np.testing.assert_allclose(f.affine, affine)
+    assert f.meta["shape"] == [20, 24, 1]
+
+
+def test_nifti_2d_file_and_trailing_singleton_axes(tmp_path):
+    flat = _img((20, 24), np.uint8)
+    nib.save(nib.Nifti1Image(flat, np.diag([0.5, 0.8, 1.0, 1.0])), str(tmp_path / "flat.nii"))
+    f = read_nifti(tmp_path / "flat.nii")
+    assert f.data.shape == (24, 20) and f.meta["shape"] == [20, 24, 1]
+    np.testing.assert_array_equal(f.data, flat.T[::-1])
+    t = _img((20, 24, 3, 1), np.int16)  # a time axis of length 1
+    nib.save(nib.Nifti1Image(t, np.eye(4)), str(tmp_path / "t1.nii"))
+    g = read_nifti(tmp_path / "t1.nii")
+    assert g.data.shape == (3, 24, 20) and g.meta["shape_on_disk"] == [20, 24, 3, 1]
+
+
+def test_layout_helpers_are_inverse():
+    vol = _img((7, 6, 4), np.int16)
+    lay = nifti_to_layout(vol)
+    assert lay.shape == (4, 6, 7)
+    np.testing.assert_array_equal(layout_to_nifti(lay), vol)
+    one = _img((7, 6, 1))
+    assert nifti_to_layout(one).shape == (6, 7)
+    np.testing.assert_array_equal(layout_to_nifti(nifti_to_layout(one)), one)
+    with pytest.raises(ValueError):
+        layout_to_nifti(np.zeros((2, 3, 4, 5)))
+
+
+def _source(path, shape, zooms=(0.5, 0.8, 3.0), qform_code=1, sform_code=2):
+    vol = _img(shape, np.int16, seed=3)
+    affine = np.array(
+        [[-zooms[0], 0, 0, 12.0], [0, zooms[1], 0, -7.5], [0, 0, zooms[2], 4.0], [0, 0, 0, 1]]
+    )
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    nib.save(img, str(path))
+    return vol, affine
+
+
+@pytest.mark.parametrize("shape", [(20, 24, 5), (20, 24, 1)], ids=["volume", "slice"])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_mask_round_trip_lines_up_voxel_for_voxel(tmp_path, shape, suffix):
+    src = tmp_path / f"src{suffix}"
+    vol, affine = _source(src, shape)
+    f = read_nifti(src)
+    assert f.data.ndim == (3 if shape[2] > 1 else 2)
+    # mark one voxel (i, j, k) in the read layout
+    i, j, k = 13, 5, shape[2] - 1
+    mask = np.zeros(f.data.shape, bool)
+    if mask.ndim == 3:
+        mask[k, shape[1] - 1 - j, i] = True
+    else:
+        mask[shape[1] - 1 - j, i] = True
+    m = f.meta
+    out = write_nifti(
+        tmp_path / f"mask{suffix}", mask, affine=f.affine, zooms=m["zooms"], shape=m["shape"],
+        unit=m["unit"], sform_code=m["sform_code"], qform_code=m["qform_code"],
+    )
+    img = nib.load(str(out))
+    assert img.shape == shape and img.get_data_dtype() == np.uint8
+    on_disk = np.asarray(img.dataobj)
+    assert on_disk[i, j, k] == 1 and on_disk.sum() == 1  # the same voxel on disk
+    np.testing.assert_allclose(img.affine, affine, atol=1e-6)
+    np.testing.assert_allclose(img.header.get_zooms()[:3], (0.5, 0.8, 3.0), rtol=1e-6)
+    assert int(img.header["sform_code"]) == 2 and int(img.header["qform_code"]) == 1
+    assert img.header.get_xyzt_units()[0] == "mm"
+    # same world position as the source voxel
+    np.testing.assert_allclose(img.affine @ [i, j, k, 1], affine @ [i, j, k, 1])
+    back = read_nifti(out)
+    np.testing.assert_array_equal(back.data, mask.astype(np.uint8))
+    assert back.spacing == pytest.approx(f.spacing)
+    # a mask of another shape is refused; an existing file is not replaced silently
+    with pytest.raises(ValueError, match="source NIfTI"):
+        write_nifti(tmp_path / f"bad{suffix}", mask[..., :3], affine=f.affine, shape=m["shape"])
+    with pytest.raises(FileExistsError):
+        write_nifti(out, mask, affine=f.affine)
+    write_nifti(out, np.zeros_like(mask), affine=f.affine, overwrite=True)
+    assert np.asarray(nib.load(str(out)).dataobj).sum() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, out.name])
+
+
+def test_write_nifti_without_source_and_labels(tmp_path):
+    out = write_nifti(tmp_path / "m.nii.gz", np.ones((8, 9), np.uint8), spacing=(0.2, 0.3))
+    f = read_nifti(out)
+    assert f.data.shape == (8, 9) and f.spacing == pytest.approx((0.2, 0.3))
+    np.testing.assert_allclose(f.affine, np.diag([0.3, 0.2, 1.0, 1.0]))
+    assert f.meta["sform_code"] == 2
+    labels = np.zeros((2, 4, 5), np.int64)
+    labels[1, 0, 0] = 300
+    out = write_nifti(tmp_path / "l.nii", labels, spacing=(3.0, 1.0, 1.0))
+    assert nib.load(str(out)).get_data_dtype() == np.uint16
+    np.testing.assert_array_equal(read_nifti(out).data, labels)
+    with pytest.raises(ValueError, match="whole numbers"):
+        write_nifti(tmp_path / "f.nii", np.full((4, 4), 0.5))
+    with pytest.raises(IsADirectoryError):
+        write_nifti(tmp_path, np.ones((4, 4), np.uint8))
 
 
 def test_nifti_4d_rejected(tmp_path):

@@ -151,17 +151,23 @@ def test_atomic_write_never_overwrites_silently(tmp_path):
         _io.write_png(target, np.ones((20, 20), np.uint8))
     assert target.read_bytes() == b"old"
 
-    def boom(tmp):
-        with open(tmp, "wb") as fh:
-            fh.write(b"partial")
-        raise RuntimeError("disk full")
+    # the plugin writes through the engine's atomic_path: a failure leaves the old file
+    from cuts.atomic import atomic_path
 
     with pytest.raises(RuntimeError):
-        _io.atomic_write(target, boom, overwrite=True)
+        with atomic_path(target, overwrite=True) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("disk full")
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["m.png"]  # no temp files left behind
-    _io.write_png(target, np.ones((20, 20), np.uint8), overwrite=True)
+    with pytest.raises(IsADirectoryError):
+        _io.write_png(tmp_path, np.ones((20, 20), np.uint8), overwrite=True)
+    with pytest.raises(FileNotFoundError):
+        _io.write_tiff(tmp_path / "nope" / "m.tif", np.ones((20, 20), np.uint8))
+    out = _io.write_png(target, np.ones((20, 20), np.uint8), overwrite=True)
+    assert out == str(target) and os.path.isabs(out)
     assert target.read_bytes() != b"old"
+    assert sorted(os.listdir(tmp_path)) == ["m.png"]
 
 
 def test_export_png_tiff_roundtrip(tmp_path):
@@ -232,9 +238,51 @@ def test_nifti_mask_roundtrip_keeps_affine_and_spacing(tmp_path):
     np.testing.assert_array_equal(np.asarray(img.dataobj), (vol > 500).astype(np.uint8))
     back, kw = _io.read_nifti(out)
     np.testing.assert_array_equal(back, mask)
+    assert int(img.header["qform_code"]) == 1  # header codes of the source are kept
+    assert kw["metadata"]["nifti"]["layout"] == "k,-j,i"
     # wrong shape for the source geometry is refused
     with pytest.raises(_io.ExportError):
         _io.write_nifti(tmp_path / "bad.nii.gz", mask[:, :3], metadata=kwargs["metadata"])
+
+
+def test_plugin_nifti_io_is_the_engines(tmp_path):
+    """The plugin reader/writer are thin wrappers around cuts.io (one implementation)."""
+    import nibabel as nib
+
+    from cuts import io as cio
+
+    path = tmp_path / "vol.nii.gz"
+    vol, affine = _make_nifti(path, shape=(12, 10, 4), zooms=(0.5, 0.8, 3.0))
+    f = cio.read_nifti(path)
+    data, kwargs = _io.read_nifti(path)
+    np.testing.assert_array_equal(data, f.data)
+    np.testing.assert_allclose(kwargs["scale"], f.spacing)
+    info = kwargs["metadata"]["nifti"]
+    for key in ("shape", "zooms", "unit", "sform_code", "qform_code", "layout"):
+        assert info[key] == f.meta[key]
+    assert info["source"] == str(path)
+    # one voxel marked in napari's layout lands on the same (i, j, k) on disk
+    i, j, k = 9, 2, 1
+    mask = np.zeros(data.shape, np.uint8)
+    mask[k, 10 - 1 - j, i] = 1
+    out = _io.export_mask(tmp_path / "m.nii.gz", mask, metadata=kwargs["metadata"], scale=kwargs["scale"])
+    on_disk = np.asarray(nib.load(out).dataobj)
+    assert on_disk.shape == vol.shape and on_disk[i, j, k] == 1 and on_disk.sum() == 1
+    np.testing.assert_allclose(nib.load(out).affine, affine, atol=1e-6)
+    # the launcher's reader gives the same layer for NIfTI, and engine reading for the rest
+    d2, kw2 = _io.read_image_file(path)
+    np.testing.assert_array_equal(d2, data)
+    assert kw2["name"] == "vol" and kw2["scale"] == kwargs["scale"]
+    from PIL import Image
+
+    rgb = np.random.default_rng(1).integers(0, 255, (9, 11, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    d3, kw3 = _io.read_image_file(tmp_path / "c.png")
+    np.testing.assert_array_equal(d3, rgb)
+    assert kw3 == {"name": "c"}
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown image type"):
+        _io.read_image_file(tmp_path / "notes.txt")
 
 
 def test_nifti_single_slice_is_squeezed_and_2d_mask_without_source(tmp_path):

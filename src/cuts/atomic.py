@@ -22,8 +22,19 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         Final destination.
     overwrite : bool
         If ``False`` and ``path`` exists, :class:`FileExistsError` is raised before writing.
+
+    Raises
+    ------
+    IsADirectoryError
+        ``path`` is an existing folder.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The folder that should hold ``path`` does not exist.
     """
     final = Path(path)
+    if final.is_dir():
+        raise IsADirectoryError(f"{final} is a folder; give a file name.")
     if not overwrite and final.exists():
         raise FileExistsError(f"{final} exists already; choose another name or allow overwriting.")
     folder = final.parent if str(final.parent) else Path(".")

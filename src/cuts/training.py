@@ -58,12 +58,12 @@ class TrainConfig:
         Seed of initialisation, sampling and mining.
     """
 
-    steps: int = 1500
+    steps: int = 500
     max_seconds: float | None = None
     batch_size: int = 16
     anchors_per_image: int = 8
     lam: float = 0.01
-    temperature: float = 0.1
+    temperature: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
