@@ -226,6 +226,7 @@ def condense_atoms(
     merge_ratio: float = 0.1,
     growth: float = 1.25,
     weight_power: float = 1.0,
+    alpha: float = 0.0,
     max_iter: int = 5000,
     callback: ProgressCallback | None = None,
     progress_span: tuple[int, int] = (0, 100),
@@ -335,7 +336,12 @@ def condense_atoms(
     log: list[str] = []
     while x.shape[0] > 1 and t < max_iter:
         check_cancelled(cancel, "condensation")
-        kern = torch.exp(-d2 / eps) * (wts[None, :] if weight_power == 1.0 else wts[None, :] ** weight_power)
+        wk = wts if weight_power == 1.0 else wts**weight_power
+        kern = torch.exp(-d2 / eps)
+        if alpha > 0:
+            q = (kern @ wk) ** alpha
+            kern = kern / q[None, :]  # row scaling by q_i cancels in the row normalisation
+        kern = kern * wk[None, :]
         x = (kern @ x) / kern.sum(1, keepdim=True)
         del kern
         t += 1

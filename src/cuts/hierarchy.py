@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "bandwidth_scale": 1.0,
     "merge_ratio": 0.1,
     "growth": 1.25,
+    "alpha": 0.5,
     "persistence": "iterations",
 }
 
@@ -411,6 +412,8 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     for name in ("bandwidth_scale", "merge_ratio"):
         if not float(opts[name]) > 0:
             raise ValueError(f"option {name} must be positive; got {opts[name]!r}")
+    if not 0.0 <= float(opts["alpha"]) <= 1.0:
+        raise ValueError(f"option alpha must be in [0, 1]; got {opts['alpha']!r}")
     if not float(opts["growth"]) > 1.0:
         raise ValueError(f"option growth must be > 1; got {opts['growth']!r}")
     if not 0.0 <= float(opts["min_segment_fraction"]) < 0.5:
@@ -463,6 +466,11 @@ def condense(
             Points closer than ``merge_ratio * sqrt(eps)`` merge.
         ``growth`` (1.25)
             Bandwidth factor applied after an iteration without merges.
+        ``alpha`` (0.5)
+            Density normalisation of the kernel, ``K_ij / q_j**alpha`` with ``q`` the
+            weighted degree (0 = plain Gaussian kernel of the paper; 1 = fully
+            density-independent diffusion). 0.5 keeps small dense structures from being
+            swallowed by large ones.
         ``persistence`` ("iterations")
             Unit of persistence for :meth:`Hierarchy.persistent`:
             ``"iterations"`` (paper) or ``"levels"`` (kept levels).
@@ -502,6 +510,7 @@ def condense(
         bandwidth_scale=float(opts["bandwidth_scale"]),
         merge_ratio=float(opts["merge_ratio"]),
         growth=float(opts["growth"]),
+        alpha=float(opts["alpha"]),
         callback=callback,
         progress_span=(40, 95),
         cancel=cancel,

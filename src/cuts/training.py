@@ -58,9 +58,9 @@ class TrainConfig:
         Seed of initialisation, sampling and mining.
     """
 
-    steps: int = 500
+    steps: int = 1500
     max_seconds: float | None = None
-    batch_size: int = 16
+    batch_size: int = 8
     anchors_per_image: int = 8
     lam: float = 0.01
     temperature: float = 0.5

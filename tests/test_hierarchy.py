@@ -1,0 +1,265 @@
+"""Tests of stage 2 (diffusion condensation hierarchy), clustering and mask helpers.
+
+Synthetic data only; small images so that the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from cuts.cancel import Cancelled
+from cuts.clustering import kmeans, spectral_kmeans
+from cuts.hierarchy import Hierarchy, HierarchyFileError, condense, condense_stack
+from cuts.masks import binarize_by_hint, dice, difference, union
+
+
+def nested_image(h: int = 48, w: int = 48, d: int = 16, noise: float = 0.15, seed: int = 0):
+    """Two halves, each with a nested blob whose embedding is close to its half's."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((h, w), dtype=int)
+    gt[:, w // 2 :] = 1
+    yy, xx = np.mgrid[:h, :w]
+    gt[(yy - h // 2) ** 2 + (xx - w // 4) ** 2 < (h // 6) ** 2] = 2
+    gt[(yy - h // 2) ** 2 + (xx - 3 * w // 4) ** 2 < (h // 6) ** 2] = 3
+    base = rng.normal(size=(2, d))
+    centres = np.stack([base[0], base[1], base[0] + 0.6 * rng.normal(size=d), base[1] + 0.6 * rng.normal(size=d)])
+    emb = centres[gt] + noise * rng.normal(size=(h, w, d))
+    return emb.astype(np.float32), gt
+
+
+@pytest.fixture(scope="module")
+def data():
+    return nested_image()
+
+
+@pytest.fixture(scope="module")
+def hier(data):
+    return condense(data[0], seed=0)
+
+
+def _recovers(labels: np.ndarray, gt: np.ndarray, region: int, min_dice: float = 0.95) -> bool:
+    truth = gt == region
+    return dice(binarize_by_hint(labels, truth), truth) >= min_dice
+
+
+def test_nested_structure_recovered(hier, data):
+    _, gt = data
+    # the two blobs are found at some level, and the two halves at a coarser one
+    for blob in (2, 3):
+        assert any(_recovers(hier.label_map(lv), gt, blob) for lv in range(hier.n_levels))
+    halves = (gt == 1) | (gt == 3)
+    assert any(
+        dice(binarize_by_hint(hier.label_map(lv), halves), halves) > 0.95 for lv in range(hier.n_levels)
+    )
+
+
+def test_shape_levels_and_contiguous_labels(hier):
+    assert hier.shape == (48, 48)
+    assert hier.n_levels >= 2
+    n = hier.n_segments
+    assert len(n) == hier.n_levels
+    assert np.all(np.diff(n) < 0), "each level must have fewer segments than the finer one"
+    assert n[-1] >= 2
+    for lv in range(hier.n_levels):
+        lm = hier.label_map(lv)
+        assert lm.dtype == np.int32 and lm.shape == hier.shape
+        assert np.array_equal(np.unique(lm), np.arange(1, n[lv] + 1))
+    assert np.array_equal(hier.label_map(-1), hier.label_map(hier.n_levels - 1))
+
+
+def test_distinct_levels(hier):
+    maps = [hier.label_map(lv) for lv in range(hier.n_levels)]
+    for a, b in zip(maps, maps[1:]):
+        assert len(np.unique(a)) != len(np.unique(b))
+
+
+def test_monotone_coarsening_and_parents(hier):
+    for lv in range(hier.n_levels - 1):
+        fine, coarse = hier.label_map(lv), hier.label_map(lv + 1)
+        par = hier.parents(lv)
+        assert par.shape == (hier.n_segments[lv] + 1,)
+        assert par[0] == 0
+        # every fine segment lies inside exactly one coarse segment, the one parents() names
+        assert np.array_equal(par[fine], coarse)
+    assert np.all(hier.parents(hier.n_levels - 1) == 0)
+
+
+def test_level_errors(hier):
+    with pytest.raises(IndexError):
+        hier.label_map(hier.n_levels)
+    with pytest.raises(TypeError):
+        hier.label_map(1.5)
+
+
+def test_mask_at(hier):
+    for lv in (0, hier.n_levels - 1):
+        lm = hier.label_map(lv)
+        m = hier.mask_at(lv, (3, 40))
+        assert m.dtype == bool and m.shape == hier.shape
+        assert np.array_equal(m, lm == lm[3, 40])
+    with pytest.raises(IndexError):
+        hier.mask_at(0, (100, 0))
+
+
+def test_persistent_map(hier, data):
+    _, gt = data
+    p = hier.persistent()
+    assert p.dtype == np.int32 and p.shape == hier.shape
+    assert p.min() >= 1
+    assert np.array_equal(np.unique(p), np.arange(1, p.max() + 1))
+    # built from whole segments of the hierarchy
+    for lab in np.unique(p):
+        region = p == lab
+        assert any(
+            np.array_equal(region, hier.label_map(lv) == hier.label_map(lv)[region][0])
+            or (region <= (hier.label_map(lv) == hier.label_map(lv)[region][0])).all()
+            for lv in range(hier.n_levels)
+        )
+    assert np.array_equal(p, hier.persistent())  # cached, stable
+
+
+def test_determinism(data):
+    a = condense(data[0], seed=3)
+    b = condense(data[0], seed=3)
+    assert a.n_levels == b.n_levels
+    for lv in range(a.n_levels):
+        assert np.array_equal(a.label_map(lv), b.label_map(lv))
+    assert np.array_equal(a.persistent(), b.persistent())
+
+
+def test_save_load_roundtrip(hier, tmp_path):
+    path = tmp_path / "h.npz"
+    hier.save(path)
+    assert not [p for p in tmp_path.iterdir() if p.name != "h.npz"], "temporary file left behind"
+    h2 = Hierarchy.load(path)
+    assert h2.shape == hier.shape and h2.n_levels == hier.n_levels
+    assert np.array_equal(h2.n_segments, hier.n_segments)
+    for lv in range(hier.n_levels):
+        assert np.array_equal(h2.label_map(lv), hier.label_map(lv))
+    assert np.array_equal(h2.persistent(), hier.persistent())
+
+
+def test_load_errors(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"this is not a zip file")
+    with pytest.raises(HierarchyFileError):
+        Hierarchy.load(bad)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.arange(3))
+    with pytest.raises(ValueError, match="not a readable CUTS hierarchy"):
+        Hierarchy.load(foreign)
+    with pytest.raises(FileNotFoundError):
+        Hierarchy.load(tmp_path / "missing.npz")
+
+
+def test_truncated_file(hier, tmp_path):
+    path = tmp_path / "h.npz"
+    hier.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(HierarchyFileError):
+        Hierarchy.load(path)
+
+
+def test_cancel(data):
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        condense(data[0], cancel=ev)
+    calls = {"n": 0}
+
+    def later() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        condense(data[0], cancel=later)
+
+
+def test_callback(data):
+    seen = []
+    condense(data[0], callback=lambda d, t, m: seen.append((d, t, m)))
+    assert seen and seen[-1][0] == seen[-1][1] == 100
+    assert all(isinstance(m, str) for _, _, m in seen)
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+
+
+def test_condense_stack(data):
+    emb = data[0][:24, :24]
+    stack = np.stack([emb, emb[::-1]])
+    seen = []
+    hs = condense_stack(stack, callback=lambda d, t, m: seen.append((d, t)))
+    assert len(hs) == 2 and all(isinstance(h, Hierarchy) for h in hs)
+    assert hs[0].shape == (24, 24)
+    assert seen[-1] == (200, 200)
+    with pytest.raises(ValueError, match="Z, H, W, D"):
+        condense_stack(emb)
+
+
+def test_bad_inputs(data):
+    with pytest.raises(ValueError, match="H, W, D"):
+        condense(np.zeros((10, 10)))
+    with pytest.raises(ValueError, match="condense_stack"):
+        condense(np.zeros((2, 4, 4, 3)))
+    bad = data[0].copy()
+    bad[5, 5, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        condense(bad)
+    with pytest.raises(ValueError, match="unknown condense option"):
+        condense(data[0], not_an_option=1)
+    with pytest.raises(ValueError):
+        condense(data[0], growth=0.5)
+
+
+def test_constant_input_gives_single_level():
+    h = condense(np.ones((8, 8, 4), dtype=np.float32))
+    assert h.n_levels >= 1
+    assert np.all(h.label_map(0) >= 1)
+
+
+def test_kmeans_basic():
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(0, 0.1, (50, 3)), rng.normal(5, 0.1, (30, 3))])
+    lab = kmeans(pts, 2, seed=0)
+    assert lab.dtype == np.int32 and lab.shape == (80,)
+    assert set(np.unique(lab)) == {1, 2}
+    assert len(set(lab[:50])) == 1 and len(set(lab[50:])) == 1
+    assert lab[0] == 1  # largest cluster first
+    img = pts[:64].reshape(8, 8, 3)
+    assert kmeans(img, 3).shape == (8, 8)
+    assert np.array_equal(kmeans(pts, 2, seed=1), kmeans(pts, 2, seed=1))
+    with pytest.raises(ValueError):
+        kmeans(pts, 0)
+    with pytest.raises(ValueError):
+        kmeans(pts, 500)
+    with pytest.raises(ValueError):
+        kmeans(np.zeros(5), 2)
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans(np.full((4, 2), np.nan), 2)
+
+
+def test_spectral_kmeans(data):
+    emb, gt = data
+    lab = spectral_kmeans(emb, 4, seed=0)
+    assert lab.shape == gt.shape and lab.dtype == np.int32
+    assert np.array_equal(np.unique(lab), np.arange(1, lab.max() + 1))
+    assert lab.max() <= 4
+    for region in range(4):
+        assert _recovers(lab, gt, region, 0.9)
+    assert np.array_equal(lab, spectral_kmeans(emb, 4, seed=0))
+
+
+def test_masks():
+    labels = np.array([[1, 1, 2], [2, 2, 3]])
+    truth = np.array([[0, 0, 1], [1, 0, 0]], dtype=bool)
+    assert np.array_equal(binarize_by_hint(labels, truth), labels == 2)
+    assert not binarize_by_hint(labels, np.zeros_like(truth)).any()
+    with pytest.raises(ValueError):
+        binarize_by_hint(labels, truth[:, :2])
+    a = np.array([1, 1, 0, 0], bool)
+    b = np.array([0, 1, 1, 0], bool)
+    assert np.array_equal(union(a, b), [1, 1, 1, 0])
+    assert np.array_equal(difference(a, b), [1, 0, 0, 0])
