@@ -241,6 +241,35 @@ def test_kmeans_basic():
         kmeans(np.full((4, 2), np.nan), 2)
 
 
+def test_kmeans_float32_probabilities_regression():
+    # float32 sampling probabilities used to make numpy's choice() raise
+    # "Probabilities do not sum to 1" (e.g. on every unweighted 40x40 image)
+    from cuts.clustering import weighted_kmeans
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        emb = rng.standard_normal((40, 40, 128)).astype(np.float32)
+        lab = kmeans(emb, 10, seed=seed, n_init=1)
+        assert lab.shape == (40, 40)
+        assert np.array_equal(np.unique(lab), np.arange(1, 11))
+        pts = emb.reshape(-1, 128)[:997]
+        wts = rng.uniform(0.1, 50.0, 997).astype(np.float32)
+        centres, labels = weighted_kmeans(pts, 10, weights=wts, seed=seed, n_init=2)
+        assert centres.shape == (10, 128) and labels.shape == (997,)
+        assert labels.min() >= 0 and labels.max() < 10
+
+
+def test_kmeans_weights_respected():
+    from cuts.clustering import weighted_kmeans
+
+    # zero-weight points are never picked as seeds; a heavy point attracts a centre
+    pts = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [100.0, 100.0]], dtype=np.float32)
+    wts = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
+    for seed in range(5):
+        centres, _ = weighted_kmeans(pts, 3, weights=wts, seed=seed, n_init=1)
+        assert not np.any(np.all(np.isclose(centres, [100.0, 100.0]), axis=1))
+
+
 def test_spectral_kmeans(data):
     emb, gt = data
     lab = spectral_kmeans(emb, 4, seed=0)

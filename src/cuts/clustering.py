@@ -27,7 +27,7 @@ __all__ = ["kmeans", "spectral_kmeans"]
 ProgressCallback = Callable[[int, int, str], None]
 
 #: rows per block when computing point-to-centre distances
-_CHUNK_ELEMENTS = 1 << 22  # rows * k ≤ 4M floats (16 MB) per block
+_CHUNK_ELEMENTS = 1 << 19  # rows * k ≤ 512k floats (2 MB, cache friendly) per block
 
 
 def _torch():
@@ -73,70 +73,90 @@ def group_sum(labels: np.ndarray, values: np.ndarray, k: int, weights: np.ndarra
     return np.asarray(ind @ values)
 
 
-def _sq_dists_block(x, c, c_sq):
-    """Squared distances between rows of ``x`` (n, d) and ``c`` (k, d); float32 torch tensors."""
-    torch = _torch()
-    d = (x * x).sum(1, keepdim=True) - 2.0 * (x @ c.T) + c_sq[None, :]
-    return torch.clamp_min_(d, 0.0)
-
-
-def assign_nearest(x, centres, *, cancel: CancelToken = None, return_dist: bool = False):
+def assign_nearest(x, centres, *, cancel: CancelToken = None, return_dist: bool = False, x_sq=None):
     """Index of the nearest centre for each row of ``x`` (torch tensors), chunked.
 
     Returns an int64 tensor of length ``n`` (and the squared distances if
-    ``return_dist``).
+    ``return_dist``). ``x_sq`` (the squared row norms of ``x``) may be passed
+    when it is already known; it is only needed for the distances.
     """
     torch = _torch()
     n = x.shape[0]
     k = centres.shape[0]
     c_sq = (centres * centres).sum(1)
     step = max(256, _CHUNK_ELEMENTS // max(1, k))
-    labels = torch.empty(n, dtype=torch.int64)
-    dists = torch.empty(n, dtype=x.dtype) if return_dist else None
+    labels = np.empty(n, dtype=np.int64)
+    dists = np.empty(n, dtype=np.float64 if x.dtype == torch.float64 else np.float32) if return_dist else None
     for s in range(0, n, step):
         check_cancelled(cancel, "clustering")
-        d = _sq_dists_block(x[s : s + step], centres, c_sq)
-        mn, arg = d.min(1)
+        blk = x[s : s + step]
+        # |x|^2 is constant per row: the arg-min only needs |c|^2 - 2 x.c
+        # (numpy's vectorised argmin is much faster than torch's min over rows)
+        part = torch.addmm(c_sq[None, :], blk, centres.T, alpha=-2.0).numpy()
+        arg = part.argmin(1)
         labels[s : s + step] = arg
         if dists is not None:
-            dists[s : s + step] = mn
+            mn = torch.from_numpy(np.take_along_axis(part, arg[:, None], 1)[:, 0])
+            sq = x_sq[s : s + step] if x_sq is not None else (blk * blk).sum(1)
+            dists[s : s + step] = torch.clamp_min_(mn + sq, 0.0).numpy()
     if return_dist:
-        return labels, dists
-    return labels
+        return torch.from_numpy(labels), torch.from_numpy(dists)
+    return torch.from_numpy(labels)
 
 
-def _kmeanspp_init(x, k: int, weights, rng: np.random.Generator, cancel: CancelToken):
+def _weighted_pick(weights_f64: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Indices drawn with probability proportional to non-negative float64 ``weights``.
+
+    Inverse-CDF sampling in float64 (no float32 probabilities that fail to sum
+    to one). Zero-weight entries are never drawn; the total must be positive.
+    """
+    cum = np.cumsum(weights_f64)
+    r = rng.random(size) * cum[-1]
+    return np.minimum(np.searchsorted(cum, r, side="right"), weights_f64.shape[0] - 1)
+
+
+def _kmeanspp_init(x, k: int, weights, rng: np.random.Generator, cancel: CancelToken, x_sq=None):
     """Greedy k-means++ seeding (a few local trials per centre)."""
     torch = _torch()
     n = x.shape[0]
-    w = weights if weights is not None else torch.ones(n, dtype=x.dtype)
+    if x_sq is None:
+        x_sq = (x * x).sum(1)
     n_trials = 2 + int(np.log(k))
-    first = int(rng.choice(n, p=(w / w.sum()).double().numpy()))
+    if weights is None:
+        first = int(rng.integers(n))
+    else:
+        p = weights.double().numpy()
+        total = float(p.sum())
+        first = int(_weighted_pick(p, rng, 1)[0]) if total > 0 else int(rng.integers(n))
     centres_idx = [first]
-    closest = ((x - x[first]) ** 2).sum(1)
-    x_sq = (x * x).sum(1)
+    # element-wise work in numpy (single-threaded SIMD; torch's small parallel
+    # kernels degrade badly on busy machines), matmuls in torch
+    w_np = None if weights is None else weights.double().numpy()
+    x_sq_np = x_sq.numpy()
+    closest = np.maximum(x_sq_np - 2.0 * (x @ x[first]).numpy() + x_sq_np[first], 0.0)
     for i in range(1, k):
         if i % 32 == 0:
             check_cancelled(cancel, "clustering")
-        pot = (closest * w).double()
-        total = float(pot.sum())
-        if total <= 0.0:  # all remaining points coincide with chosen centres
+        pot64 = closest.astype(np.float64) if w_np is None else closest * w_np
+        if float(pot64.sum()) <= 0.0:  # all remaining points coincide with chosen centres
             remaining = np.setdiff1d(np.arange(n), np.asarray(centres_idx))
             if remaining.size == 0:
                 break
             cand = rng.choice(remaining, size=min(n_trials, remaining.size), replace=False)
         else:
-            cum = torch.cumsum(pot, 0).numpy()
-            r = rng.random(n_trials) * cum[-1]
-            cand = np.minimum(np.searchsorted(cum, r), n - 1)
-        cand_t = torch.as_tensor(cand, dtype=torch.int64)
-        cx = x[cand_t]
-        d = torch.clamp_min_(x_sq[None, :] - 2.0 * (cx @ x.T) + (cx * cx).sum(1)[:, None], 0.0)
-        new_closest = torch.minimum(closest[None, :], d)
-        scores = (new_closest * w[None, :]).sum(1)
-        best = int(torch.argmin(scores))
+            cand = _weighted_pick(pot64, rng, n_trials)
+        cx = x[torch.as_tensor(cand, dtype=torch.int64)]
+        # (n, trials) squared distances of every point to each candidate
+        d = (x @ cx.T).numpy()
+        d *= -2.0
+        d += x_sq_np[:, None]
+        d += x_sq_np[cand][None, :]
+        np.maximum(d, 0.0, out=d)
+        np.minimum(d, closest[:, None], out=d)
+        scores = d.sum(0, dtype=np.float64) if w_np is None else w_np @ d
+        best = int(np.argmin(scores))
         centres_idx.append(int(cand[best]))
-        closest = new_closest[best]
+        closest = np.ascontiguousarray(d[:, best])
     return x[torch.as_tensor(centres_idx, dtype=torch.int64)].clone()
 
 
@@ -150,42 +170,69 @@ def _lloyd(
     tol: float,
     init: str,
     cancel: CancelToken,
+    x_sq=None,
+    scale: float | None = None,
+    final_assign: bool = True,
 ):
-    """One run of (weighted) Lloyd k-means. Returns (centres, labels, inertia)."""
+    """One run of (weighted) Lloyd k-means. Returns (centres, labels, inertia).
+
+    With ``final_assign=False`` the last assignment pass (only needed for the
+    labels and the inertia) is skipped when the run did not converge, and
+    ``(centres, None, nan)`` is returned in that case.
+    """
     torch = _torch()
     n, d = x.shape
+    if x_sq is None:
+        x_sq = (x * x).sum(1)
     if init == "k-means++":
-        centres = _kmeanspp_init(x, k, weights, rng, cancel)
+        centres = _kmeanspp_init(x, k, weights, rng, cancel, x_sq=x_sq)
     elif init == "random":
         idx = np.sort(rng.choice(n, size=k, replace=False))
         centres = x[torch.as_tensor(idx)].clone()
     else:  # pragma: no cover - internal
         raise ValueError(f"unknown init {init!r}")
     k = centres.shape[0]
-    w = weights if weights is not None else torch.ones(n, dtype=x.dtype)
-    scale = float(((x - x.mean(0)) ** 2).sum(1).mean()) + 1e-30
-    labels = None
+    if scale is None:
+        scale = _data_scale(x)
+    x_np = x.numpy()
+    w_np = None if weights is None else weights.numpy()
+    prev = None
+    converged = False
+    labels = dist = None
     for _ in range(max_iter):
         check_cancelled(cancel, "clustering")
-        labels, dist = assign_nearest(x, centres, cancel=cancel, return_dist=True)
+        labels, dist = assign_nearest(x, centres, cancel=cancel, return_dist=True, x_sq=x_sq)
+        if prev is not None and torch.equal(labels, prev):
+            converged = True  # the centres already are the means of these labels
+            break
+        prev = labels
         lab_np = labels.numpy()
-        sums = torch.from_numpy(group_sum(lab_np, x.numpy(), k, w.numpy()))
-        mass = torch.from_numpy(np.bincount(lab_np, weights=w.numpy(), minlength=k).astype(np.float32))
+        # sparse indicator product (single-threaded; robust on busy machines)
+        sums = torch.from_numpy(group_sum(lab_np, x_np, k, w_np))
+        mass = torch.from_numpy(np.bincount(lab_np, weights=w_np, minlength=k).astype(np.float32))
         new = centres.clone()
         nonempty = mass > 0
         new[nonempty] = sums[nonempty] / mass[nonempty, None]
         empty = torch.nonzero(~nonempty).flatten()
         if empty.numel():
             # re-seed empty clusters at the points farthest from their centres
-            far = torch.argsort(dist * w, descending=True)[: empty.numel()]
+            far = torch.argsort(dist if weights is None else dist * weights, descending=True)[: empty.numel()]
             new[empty] = x[far]
         shift = float(((new - centres) ** 2).sum(1).max())
         centres = new
         if shift <= tol * scale and not empty.numel():
             break
-    labels, dist = assign_nearest(x, centres, cancel=cancel, return_dist=True)
-    inertia = float((dist * w).sum())
+    if not converged:
+        if not final_assign:
+            return centres, None, float("nan")
+        labels, dist = assign_nearest(x, centres, cancel=cancel, return_dist=True, x_sq=x_sq)
+    inertia = float(dist.double().sum() if weights is None else (dist.double() * weights.double()).sum())
     return centres, labels, inertia
+
+
+def _data_scale(x) -> float:
+    """Mean squared distance of the points to their mean (the tolerance unit)."""
+    return float(((x - x.mean(0)) ** 2).sum(1).mean()) + 1e-30
 
 
 def weighted_kmeans(
@@ -195,7 +242,7 @@ def weighted_kmeans(
     weights: np.ndarray | None = None,
     seed: int = 0,
     n_init: int = 3,
-    max_iter: int = 100,
+    max_iter: int = 50,
     tol: float = 1e-4,
     init: str = "k-means++",
     cancel: CancelToken = None,
@@ -209,10 +256,21 @@ def weighted_kmeans(
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     wt = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
     rng = np.random.default_rng(seed)
+    x_sq = (xt * xt).sum(1)
+    scale = _data_scale(xt)
     best = None
     for _ in range(max(1, n_init)):
         c, lab, inertia = _lloyd(
-            xt, k, weights=wt, rng=rng, max_iter=max_iter, tol=tol, init=init, cancel=cancel
+            xt,
+            k,
+            weights=wt,
+            rng=rng,
+            max_iter=max_iter,
+            tol=tol,
+            init=init,
+            cancel=cancel,
+            x_sq=x_sq,
+            scale=scale,
         )
         if best is None or inertia < best[2]:
             best = (c, lab, inertia)
@@ -236,7 +294,7 @@ def kmeans(
     *,
     seed: int = 0,
     n_init: int = 3,
-    max_iter: int = 100,
+    max_iter: int = 50,
     tol: float = 1e-4,
     cancel: CancelToken = None,
 ) -> np.ndarray:

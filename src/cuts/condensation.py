@@ -109,7 +109,7 @@ def build_atoms(
     """
     import torch
 
-    from cuts.clustering import assign_nearest, group_sum, weighted_kmeans
+    from cuts.clustering import _lloyd, assign_nearest, group_sum
 
     arr = validate_embeddings(embeddings)
     h, w, d = arr.shape
@@ -164,15 +164,19 @@ def build_atoms(
     fit_n = min(n, max(10 * m, fit_samples))
     fit_idx = np.sort(rng.choice(n, size=fit_n, replace=False)) if fit_n < n else np.arange(n)
     _report(callback, sub(0.2, 0.2), 0.0, "quantising into atoms")
-    centres, _ = weighted_kmeans(
-        proj[fit_idx],
+    fit = torch.from_numpy(proj[fit_idx])
+    centres, _, _ = _lloyd(
+        fit,
         m,
-        seed=int(rng.integers(2**31)),
-        n_init=1,
+        rng=np.random.default_rng(int(rng.integers(2**31))),
         max_iter=kmeans_iter,
+        tol=1e-4,
         init="k-means++" if m <= 256 else "random",
         cancel=cancel,
+        final_assign=False,  # only the centres are needed: every pixel is assigned below
     )
+    del fit
+    centres = centres.numpy()
     _report(callback, sub(0.2, 0.7), 1.0, "assigning pixels to atoms")
     projt = torch.from_numpy(proj)
     labels = assign_nearest(projt, torch.from_numpy(centres), cancel=cancel)

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "growth": 1.25,
     "alpha": 0.5,
     "persistence": "iterations",
+    "connected": True,
 }
 
 
@@ -343,6 +344,97 @@ class Hierarchy:
 
 
 # ---------------------------------------------------------------------- build
+def _atom_levels(parts, atom_counts, res, opts):
+    """Levels of embedding-space clusters (not necessarily connected), over atoms."""
+    keep = range(parts.shape[0])
+    luts = _relabel_levels(parts, atom_counts)
+    n_seg = luts.max(axis=1)
+    pers = np.zeros((len(keep), int(n_seg.max()) + 1), dtype=np.int64)
+    for lv in range(len(keep)):
+        nodes = np.zeros(n_seg[lv] + 1, dtype=np.int64)
+        nodes[luts[lv]] = parts[lv]
+        if opts["persistence"] == "iterations":
+            pers[lv, 1 : n_seg[lv] + 1] = res.death[nodes[1:]] - res.birth[nodes[1:]]
+        else:
+            # consecutive kept levels in which the same node appears
+            for lab in range(1, n_seg[lv] + 1):
+                node = nodes[lab]
+                run = 0
+                for other in range(len(keep)):
+                    present = bool(np.any(parts[other] == node))
+                    if present:
+                        run += 1
+                    elif other > lv:
+                        break
+                    else:
+                        run = 0
+                pers[lv, lab] = run
+    return luts, pers
+
+
+def _connected(atom_map, parts, iters, eps, min_size):
+    """Connected segments per level (see :mod:`cuts.regions`); drops levels that repeat."""
+    from cuts.regions import connected_levels
+
+    ids = [np.unique(p, return_inverse=True)[1] for p in parts]  # atom -> cluster index per level
+    clusters0 = ids[0][atom_map]
+    parents = []
+    for lv in range(len(ids) - 1):
+        par = np.zeros(int(ids[lv].max()) + 1, dtype=np.int64)
+        par[ids[lv]] = ids[lv + 1]
+        parents.append(par)
+    regions, comps = connected_levels(clusters0, parents, max(1, min_size))
+    counts = np.array([np.unique(c).size for c in comps])
+    keep = [0]
+    for lv in range(1, len(counts)):
+        if counts[lv] < counts[keep[-1]]:
+            keep.append(lv)
+    keep = np.array(keep)
+    region_px = np.bincount(regions.ravel(), minlength=comps.shape[1]).astype(np.float64)
+    luts = _relabel_levels(comps[keep], region_px)
+    return regions, luts, np.asarray(iters)[keep], np.asarray(eps)[keep]
+
+
+def _run_persistence(luts: np.ndarray, iters: np.ndarray, end: int) -> np.ndarray:
+    """Persistence of every (level, label): iterations from its birth to its merge.
+
+    A segment is the same segment at the next level when its parent has no other
+    child. Birth is the iteration of the first level of such a run; death the
+    iteration of the level where it merges (``end`` for segments alive at the
+    coarsest level).
+    """
+    n_levels = luts.shape[0]
+    nseg = luts.max(axis=1)
+    links = []
+    for lv in range(n_levels - 1):
+        par = np.zeros(nseg[lv] + 1, dtype=np.int64)
+        par[luts[lv]] = luts[lv + 1]
+        nchild = np.bincount(par[1:], minlength=nseg[lv + 1] + 1)
+        ident = nchild[par] == 1
+        ident[0] = False
+        links.append((par, ident))
+    birth = [np.zeros(nseg[0] + 1, dtype=np.int64)]
+    for lv in range(1, n_levels):
+        par, ident = links[lv - 1]
+        b = np.full(nseg[lv] + 1, lv, dtype=np.int64)
+        child = np.flatnonzero(ident)
+        b[par[child]] = birth[lv - 1][child]
+        birth.append(b)
+    death: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * n_levels
+    death[-1] = np.full(nseg[-1] + 1, n_levels, dtype=np.int64)
+    for lv in range(n_levels - 2, -1, -1):
+        par, ident = links[lv]
+        d = np.full(nseg[lv] + 1, lv + 1, dtype=np.int64)
+        d[ident] = death[lv + 1][par[ident]]
+        death[lv] = d
+    it = np.append(np.asarray(iters, dtype=np.int64), end)
+    pers = np.zeros((n_levels, int(nseg.max()) + 1), dtype=np.int64)
+    for lv in range(n_levels):
+        pers[lv, : nseg[lv] + 1] = it[death[lv]] - it[birth[lv]]
+        pers[lv, 0] = 0
+    return pers
+
+
 def _select_levels(counts: np.ndarray, max_levels: int) -> np.ndarray:
     """Indices into the (strictly decreasing) ``counts`` keeping at most ``max_levels``.
 
@@ -523,31 +615,18 @@ def condense(
     iters = res.iterations[keep]
     eps = res.epsilons[keep]
     atom_counts = atoms.counts.astype(np.float64)
-    luts = _relabel_levels(parts, atom_counts)
-    n_seg = luts.max(axis=1)
-    pers = np.zeros((len(keep), int(n_seg.max()) + 1), dtype=np.int64)
-    for lv in range(len(keep)):
-        nodes = np.zeros(n_seg[lv] + 1, dtype=np.int64)
-        nodes[luts[lv]] = parts[lv]
-        if opts["persistence"] == "iterations":
-            pers[lv, 1 : n_seg[lv] + 1] = res.death[nodes[1:]] - res.birth[nodes[1:]]
+    if opts["connected"]:
+        base, luts, iters, eps = _connected(atoms.atom_map, parts, iters, eps, int(float(opts["min_segment_fraction"]) * n))
+        if opts["persistence"] == "levels":
+            pers = _run_persistence(luts, np.arange(luts.shape[0]), luts.shape[0] - 1)
         else:
-            # consecutive kept levels in which the same node appears
-            for lab in range(1, n_seg[lv] + 1):
-                node = nodes[lab]
-                run = 0
-                for other in range(len(keep)):
-                    present = bool(np.any(parts[other] == node))
-                    if present:
-                        run += 1
-                    elif other > lv:
-                        break
-                    else:
-                        run = 0
-                pers[lv, lab] = run
+            pers = _run_persistence(luts, iters, int(res.n_iterations))
+    else:
+        base = atoms.atom_map
+        luts, pers = _atom_levels(parts, atom_counts, res, opts)
     meta = {k: v for k, v in opts.items()}
     meta.update(seed=int(seed), n_atoms=int(atoms.counts.size), n_iterations=int(res.n_iterations))
-    hier = Hierarchy(atoms.atom_map, luts, pers, iterations=iters, epsilons=eps, options=meta)
+    hier = Hierarchy(base, luts, pers, iterations=iters, epsilons=eps, options=meta)
     if callback is not None:
         callback(100, 100, f"done: {hier.n_levels} levels")
     return hier
