@@ -44,9 +44,9 @@ def grey_images() -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     args = parser.parse_args()
-    settings = {"steps": args.steps} if args.steps else {}
+    settings = {"steps": args.steps}
     for channels, images in ((3, colour_images()), (1, grey_images())):
         t0 = time.perf_counter()
         model = cuts.train(images, seed=0, device="cpu", **settings)

@@ -58,7 +58,7 @@ class TrainConfig:
         Seed of initialisation, sampling and mining.
     """
 
-    steps: int = 1500
+    steps: int = 1200
     max_seconds: float | None = None
     batch_size: int = 8
     anchors_per_image: int = 8
