@@ -1,4 +1,4 @@
-"""Shared fixtures for the napari-cuts plugin tests (tests/test_plugin_*.py)."""
+"""Shared fixtures of the test suite."""
 
 from __future__ import annotations
 
@@ -62,3 +62,14 @@ def notes(monkeypatch):
 def make_image():
     """The :func:`synthetic_image` factory."""
     return synthetic_image
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one thread (steadier and faster on a busy 2-core machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,12 +16,7 @@ from cuts.checkpoint import CheckpointError, default_model_path, load_model, sav
 from cuts.model import CutsModel, Encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

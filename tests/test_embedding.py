@@ -11,12 +11,7 @@ from cuts.images import ImageError
 from cuts.model import CutsModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _img(h, w, c=None, seed=0):
