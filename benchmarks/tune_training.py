@@ -19,7 +19,6 @@ GRID = [
     {},  # the defaults: 1200 steps, batch 8, lam 0.01, tau 0.5
     {"steps": 500, "batch_size": 16, "temperature": 0.1},  # the official code's tau and batch, 500 steps
     {"steps": 500, "batch_size": 16},  # same, paper's tau 0.5
-    {"steps": 500, "batch_size": 16, "lam": 0.1, "temperature": 0.1},  # more weight on contrast
 ]
 
 

@@ -97,8 +97,9 @@ def wait_for_warm_up(timeout: float | None = None) -> None:
 def _warm_up_engine() -> None:
     """Import torch and the engine in a background thread once, while the user looks at the widget.
 
-    Loading torch's libraries holds the GIL for a few hundred milliseconds; doing
-    it now keeps those pauses out of the first Train/Segment click.
+    Loading torch's libraries (and the modules torch, scipy and scikit-image load
+    lazily on first use) holds the GIL for a few hundred milliseconds; doing it now
+    keeps those pauses out of the first Train/Segment click.
     """
     global _WARMED_UP, _WARM_UP_THREAD
     if _WARMED_UP:
@@ -107,9 +108,15 @@ def _warm_up_engine() -> None:
 
     def _imports() -> None:
         try:
-            import cuts.embedding  # noqa: F401  (imports torch)
-            import cuts.hierarchy  # noqa: F401
-            import cuts.training  # noqa: F401
+            import numpy as np
+
+            import cuts
+
+            # a tiny run of each stage loads what torch, scipy and scikit-image import lazily
+            # (optimisers, sparse graphs, labelling), which would otherwise pause the GUI later
+            tiny = np.random.default_rng(0).random((24, 24)).astype(np.float32)
+            model = cuts.train([tiny], steps=2, batch_size=1, device="cpu")
+            cuts.condense(cuts.embed(model, tiny))
         except Exception:  # pragma: no cover - reported later, when the user asks for work
             pass
 
