@@ -292,3 +292,40 @@ def test_masks():
     b = np.array([0, 1, 1, 0], bool)
     assert np.array_equal(union(a, b), [1, 1, 1, 0])
     assert np.array_equal(difference(a, b), [1, 0, 0, 0])
+
+
+def _two_blobs_same_embedding(seed: int = 0) -> np.ndarray:
+    """Two separate discs with the same embedding on a background with another."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:48, :48]
+    blobs = ((yy - 12) ** 2 + (xx - 12) ** 2 < 36) | ((yy - 35) ** 2 + (xx - 35) ** 2 < 36)
+    emb = np.where(blobs[..., None], 1.0, -1.0) * np.ones(16) + rng.normal(0, 0.05, (48, 48, 16))
+    emb[..., 1] += np.where(blobs, 0.0, 2.0)
+    return emb.astype(np.float32)
+
+
+def test_connected_segments_are_connected_and_nested():
+    from scipy import ndimage
+
+    h = condense(_two_blobs_same_embedding(), seed=0)
+    for lv in range(h.n_levels):
+        labels = h.label_map(lv)
+        for lab in range(1, h.n_segments[lv] + 1):
+            _, n = ndimage.label(labels == lab)
+            assert n == 1, f"level {lv} segment {lab} has {n} pieces"
+        if lv + 1 < h.n_levels:
+            coarse = h.label_map(lv + 1)
+            for lab in range(1, h.n_segments[lv] + 1):
+                assert np.unique(coarse[labels == lab]).size == 1
+    # the two discs are separate segments at every level, since they do not touch
+    assert all(h.label_map(lv)[12, 12] != h.label_map(lv)[35, 35] for lv in range(h.n_levels))
+
+
+def test_unconnected_option_keeps_embedding_clusters():
+    h = condense(_two_blobs_same_embedding(), seed=0, connected=False)
+    # same embedding -> same cluster at the coarsest level that still separates discs from background
+    assert any(
+        h.label_map(lv)[12, 12] == h.label_map(lv)[35, 35] != h.label_map(lv)[0, 47] for lv in range(h.n_levels)
+    )
+    with pytest.raises(ValueError, match="connected"):
+        condense(_two_blobs_same_embedding(), connected="yes")

@@ -64,8 +64,10 @@ class HierarchyFileError(ValueError):
 class Hierarchy:
     """A stack of nested segmentations of one image, finest (level 0) to coarsest.
 
-    Each level is a lookup table over the per-pixel *atom* map, so every
-    coarser segment is by construction a union of finer ones. Labels are
+    Each level is a lookup table over a per-pixel base map (connected base
+    regions by default, embedding-space atoms with ``connected=False``; the
+    ``atom_map`` attribute), so every coarser segment is by construction a
+    union of finer ones. Labels are
     contiguous ``1..n_segments[level]`` (0 is never used). Where possible, a
     segment keeps the label of its parent (the largest child inherits it) so
     colours stay stable when stepping through levels.
@@ -510,6 +512,8 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"option growth must be > 1; got {opts['growth']!r}")
     if not 0.0 <= float(opts["min_segment_fraction"]) < 0.5:
         raise ValueError(f"option min_segment_fraction must be in [0, 0.5); got {opts['min_segment_fraction']!r}")
+    if not isinstance(opts["connected"], (bool, np.bool_)):
+        raise ValueError(f"option connected must be True or False; got {opts['connected']!r}")
     if opts["persistence"] not in ("iterations", "levels"):
         raise ValueError(f"option persistence must be 'iterations' or 'levels'; got {opts['persistence']!r}")
     return opts
@@ -566,6 +570,9 @@ def condense(
         ``persistence`` ("iterations")
             Unit of persistence for :meth:`Hierarchy.persistent`:
             ``"iterations"`` (paper) or ``"levels"`` (kept levels).
+        ``connected`` (True)
+            Split every level's clusters into connected regions, keeping the levels
+            nested (:mod:`cuts.regions`); ``False`` keeps the embedding-space clusters.
 
     Returns
     -------
