@@ -117,6 +117,12 @@ def _warm_up_engine() -> None:
             tiny = np.random.default_rng(0).random((24, 24)).astype(np.float32)
             model = cuts.train([tiny], steps=2, batch_size=1, device="cpu")
             cuts.condense(cuts.embed(model, tiny))
+            # napari's first Labels layer imports pandas (for its features table) and fills
+            # a colour cache on the main thread; both are Qt-free and can happen here
+            import pandas  # noqa: F401
+            from napari.utils.colormaps.colormap_utils import label_colormap
+
+            label_colormap(49, 0.5, background_value=0)
         except Exception:  # pragma: no cover - reported later, when the user asks for work
             pass
 
