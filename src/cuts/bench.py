@@ -226,29 +226,28 @@ def run_bench(*, json_path: str | None = None, quick: bool = False, out=print) -
     out(f"  speed-up per update: {r / d:.0f}x (same batch: {r / d16:.0f}x)")
     out("")
 
+    def rows(kind: str, sizes: tuple[int, ...], last: str, fmt: str, note: str = "") -> dict[str, Any]:
+        table = {}
+        for size in sizes:
+            res = _in_fresh_process(kind, size)
+            table[str(size)] = res
+            cells = (f"{res['seconds']:>10.2f}{res['peak_mb']:>10.0f}{res[last]:{fmt}}{note}"
+                     if "error" not in res else f"  error: {res['error']}")
+            out(f"  {f'{size}x{size}':>10}{cells}")
+        return table
+
     emb_sizes = EMBED_SIZES[:2] if quick else EMBED_SIZES
-    results["embed"] = {}
     out("embedding one RGB image (float32 result, tiles of 512)")
     out(f"  {'size':>10}{'seconds':>10}{'peak MB':>10}{'result MB':>11}")
-    for s in emb_sizes:
-        res = _in_fresh_process("embed", s)
-        results["embed"][str(s)] = res
-        out(f"  {f'{s}x{s}':>10}" + (f"{res['seconds']:>10.2f}{res['peak_mb']:>10.0f}{res['result_mb']:>11.0f}" if "error" not in res else f"  error: {res['error']}"))
-    res = _in_fresh_process("embed_f16", emb_sizes[-1])
-    results["embed_float16"] = {str(emb_sizes[-1]): res}
-    s = emb_sizes[-1]
-    if "error" not in res:
-        out(f"  {f'{s}x{s}':>10}{res['seconds']:>10.2f}{res['peak_mb']:>10.0f}{res['result_mb']:>11.0f}   float16 result (embed(..., dtype=numpy.float16))")
+    results["embed"] = rows("embed", emb_sizes, "result_mb", ">11.0f")
+    results["embed_float16"] = rows("embed_f16", emb_sizes[-1:], "result_mb", ">11.0f",
+                                    "   float16 result (embed(..., dtype=numpy.float16))")
     out("")
 
     h_sizes = HIERARCHY_SIZES[:2] if quick else HIERARCHY_SIZES
-    results["hierarchy"] = {}
     out("hierarchy by diffusion condensation (cuts.condense on the embeddings)")
     out(f"  {'size':>10}{'seconds':>10}{'peak MB':>10}{'levels':>8}")
-    for s in h_sizes:
-        res = _in_fresh_process("hierarchy", s)
-        results["hierarchy"][str(s)] = res
-        out(f"  {f'{s}x{s}':>10}" + (f"{res['seconds']:>10.2f}{res['peak_mb']:>10.0f}{res['levels']:>8d}" if "error" not in res else f"  error: {res['error']}"))
+    results["hierarchy"] = rows("hierarchy", h_sizes, "levels", ">8d")
     if json_path:
         from cuts.atomic import atomic_path
 

@@ -161,7 +161,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             h = condense(embed(model, img), seed=args.seed)
             suffix = f"_z{j:03d}" if len(slices) > 1 else ""
             h.save(out_dir / f"{stem(path)}{suffix}_hierarchy.npz")
-            maps.append(h.persistent().astype(np.uint16 if h.persistent().max() < 65536 else np.uint32))
+            persistent = h.persistent()
+            maps.append(persistent.astype(np.uint16 if persistent.max() < 65536 else np.uint32))
         with atomic_path(out_dir / f"{stem(path)}_persistent.tif") as tmp:
             tifffile.imwrite(tmp, maps[0] if len(maps) == 1 else np.stack(maps))
         bar.to(i + 1)

@@ -348,11 +348,11 @@ class Hierarchy:
 # ---------------------------------------------------------------------- build
 def _atom_levels(parts, atom_counts, res, opts):
     """Levels of embedding-space clusters (not necessarily connected), over atoms."""
-    keep = range(parts.shape[0])
+    n_levels = parts.shape[0]
     luts = _relabel_levels(parts, atom_counts)
     n_seg = luts.max(axis=1)
-    pers = np.zeros((len(keep), int(n_seg.max()) + 1), dtype=np.int64)
-    for lv in range(len(keep)):
+    pers = np.zeros((n_levels, int(n_seg.max()) + 1), dtype=np.int64)
+    for lv in range(n_levels):
         nodes = np.zeros(n_seg[lv] + 1, dtype=np.int64)
         nodes[luts[lv]] = parts[lv]
         if opts["persistence"] == "iterations":
@@ -362,7 +362,7 @@ def _atom_levels(parts, atom_counts, res, opts):
             for lab in range(1, n_seg[lv] + 1):
                 node = nodes[lab]
                 run = 0
-                for other in range(len(keep)):
+                for other in range(n_levels):
                     present = bool(np.any(parts[other] == node))
                     if present:
                         run += 1

@@ -210,8 +210,3 @@ def check_channels(image: np.ndarray, expected: int, *, what: str = "the encoder
             "these images or load one made for this kind of image."
         )
 
-
-def describe_input(data: Any) -> str:
-    """Short description of an input for messages."""
-    arr = np.asarray(data) if not isinstance(data, (list, tuple)) else None
-    return _describe(arr) if arr is not None else f"list of {len(data)} images"

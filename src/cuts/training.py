@@ -253,7 +253,7 @@ def iter_train(
     history = list(meta.get("training_runs", []))
     history.append(
         {
-            **{k: v for k, v in asdict(config).items()},
+            **asdict(config),
             "steps_done": step,
             "final_loss": loss_value,
             "seconds": round(time.perf_counter() - start, 3),
