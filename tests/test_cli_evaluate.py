@@ -97,6 +97,11 @@ def test_train_embed_segment_commands(dataset: tuple[Path, Path], tmp_path: Path
     assert cli.main(["embed", str(images / "case1.png"), "-o", str(emb_dir), "--model", str(ckpt)]) == 0
     emb = np.load(emb_dir / "case1.npy")
     assert emb.shape == (40, 40, 128) and emb.dtype == np.float32
+    import cuts
+
+    img = cuts.read_image(images / "case1.png").data
+    np.testing.assert_array_equal(emb, cuts.embed(cuts.load_model(ckpt), img))
+    assert [p.name for p in emb_dir.iterdir()] == ["case1.npy"]
     seg_dir = tmp_path / "seg"
     assert cli.main(["segment", str(images / "case2.png"), "-o", str(seg_dir), "--model", str(ckpt)]) == 0
     persistent = tifffile.imread(seg_dir / "case2_persistent.tif")

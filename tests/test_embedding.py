@@ -1,12 +1,15 @@
-"""Stage-1 embedding: cuts.embed (tiles, out=, dtype, errors)."""
+"""Stage-1 embedding: cuts.embed (tiles, out=, dtype, errors) and cuts.embed_to_file."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 import cuts
+from cuts.embedding import DEFAULT_TILE
 from cuts.images import ImageError
 from cuts.model import CutsModel
 
@@ -126,3 +129,111 @@ def test_training_mode_restored_and_device_arg():
     assert m.encoder.training  # restored
     e2 = cuts.embed(m, im, device="cpu")
     np.testing.assert_array_equal(e1, e2)
+
+
+# --------------------------------------------------------------------------- embed_to_file
+def test_callback_and_cancel(grey):
+    im = _img(40, 40)
+    calls = []
+    cuts.embed(grey, im, tile_size=16, callback=lambda d, t, m: calls.append((d, t)))
+    assert calls == [(i, 9) for i in range(1, 10)]
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(cuts.Cancelled):
+        cuts.embed(grey, im, cancel=stop)
+
+
+@pytest.mark.parametrize("tile", [16, 24, DEFAULT_TILE])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_to_file_equals_embed(rgb, tmp_path, tile, dtype):
+    im = _img(70, 53, 3, seed=7)  # 5x4 tiles of 16: several bands, ragged last row and column
+    path = cuts.embed_to_file(rgb, im, tmp_path / "e.npy", tile_size=tile, dtype=dtype)
+    assert path == tmp_path / "e.npy"
+    back = np.load(path)
+    ref = cuts.embed(rgb, im, tile_size=tile, dtype=dtype)
+    assert back.dtype == ref.dtype == np.dtype(dtype) and back.shape == (70, 53, 128)
+    assert back.tobytes() == ref.tobytes()  # the very same values
+    assert path.stat().st_size == np.lib.format.open_memmap(path, mode="r").offset + ref.nbytes
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]  # no temp file left
+
+
+def test_to_file_default_tiles_grey_and_mmap(grey, tmp_path):
+    im = _img(45, 19)
+    path = cuts.embed_to_file(grey, im, str(tmp_path / "grey.NPY"))
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r"), cuts.embed(grey, im))
+
+
+def test_to_file_progress(grey, tmp_path):
+    calls = []
+    cuts.embed_to_file(grey, _img(40, 20), tmp_path / "e.npy", tile_size=16,
+                       callback=lambda d, t, m: calls.append((d, t, m)))
+    assert [c[:2] for c in calls] == [(i, 6) for i in range(1, 7)] and calls[-1][2] == "tile 6/6"
+
+
+def _old_file(tmp_path):
+    path = tmp_path / "e.npy"
+    np.save(path, np.arange(3))
+    return path
+
+
+def test_to_file_cancel_leaves_nothing(grey, tmp_path):
+    path = _old_file(tmp_path)
+    stop = threading.Event()
+
+    def progress(done, total, message):
+        if done == 2:  # part of the file is written by now
+            stop.set()
+
+    with pytest.raises(cuts.Cancelled, match="embedding was cancelled"):
+        cuts.embed_to_file(grey, _img(40, 40), path, tile_size=16, callback=progress, cancel=stop)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]
+    np.testing.assert_array_equal(np.load(path), np.arange(3))  # the old file is untouched
+    new = tmp_path / "new.npy"
+    with pytest.raises(cuts.Cancelled):
+        cuts.embed_to_file(grey, _img(40, 40), new, cancel=lambda: True)
+    assert not new.exists() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_to_file_error_leaves_nothing(grey, tmp_path):
+    path = _old_file(tmp_path)
+
+    def fail(done, total, message):
+        if done == 3:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cuts.embed_to_file(grey, _img(40, 40), path, tile_size=16, callback=fail)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]
+    np.testing.assert_array_equal(np.load(path), np.arange(3))
+    with pytest.raises(ImageError):  # a bad image fails before any file is created
+        cuts.embed_to_file(grey, _img(10, 30), tmp_path / "bad.npy")
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]
+
+
+def test_to_file_bad_paths_and_options(grey, tmp_path):
+    im = _img(20, 20)
+    for name in ("e.npz", "e", "e.npy.tmp"):
+        with pytest.raises(ValueError, match=r"writes \.npy files; .* does not end in \.npy"):
+            cuts.embed_to_file(grey, im, tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cuts.embed_to_file(grey, im, tmp_path / "missing" / "e.npy")
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        cuts.embed_to_file(grey, im, tmp_path / "dir.npy")
+    path = _old_file(tmp_path)
+    with pytest.raises(FileExistsError):
+        cuts.embed_to_file(grey, im, path, overwrite=False)
+    with pytest.raises(ValueError, match="floating dtype"):
+        cuts.embed_to_file(grey, im, tmp_path / "int.npy", dtype=np.int16)
+    with pytest.raises(ValueError, match="tile_size"):
+        cuts.embed_to_file(grey, im, tmp_path / "t.npy", tile_size=8)
+    with pytest.raises(ValueError, match="embed_to_file takes one 2-D image"):
+        cuts.embed_to_file(grey, np.stack([im, im, im]), tmp_path / "s.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.npy", "e.npy"]
+
+
+def test_to_file_restores_training_mode(tmp_path):
+    m = CutsModel.create(1, seed=0)
+    cuts.embed_to_file(m, _img(20, 20), tmp_path / "e.npy")
+    assert m.encoder.training
+    assert "embed_to_file" in dir(cuts)

@@ -3,8 +3,8 @@
 The engine behind napari-cuts. It never imports Qt.
 
 Stage 1 learns a 128-d embedding per pixel with a small convolutional encoder
-(:func:`train`, :func:`embed`); stage 2 coarse-grains those embeddings into a
-hierarchy of segmentations by diffusion condensation (:func:`condense`).
+(:func:`train`, :func:`embed`, :func:`embed_to_file`); stage 2 coarse-grains those
+embeddings into a hierarchy of segmentations by diffusion condensation (:func:`condense`).
 
 Heavy modules (torch) are imported lazily: ``import cuts`` is cheap.
 """
@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "load_default_model": "cuts.checkpoint",
     "CheckpointError": "cuts.checkpoint",
     "embed": "cuts.embedding",
+    "embed_to_file": "cuts.embedding",
     # positives and losses
     "mine_positives": "cuts.mining",
     "patch_ssim": "cuts.mining",
@@ -76,7 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cuts.checkpoint import CheckpointError, load_default_model, load_model, save_model
     from cuts.clustering import kmeans, spectral_kmeans
     from cuts.device import resolve_device
-    from cuts.embedding import embed
+    from cuts.embedding import embed, embed_to_file
     from cuts.hierarchy import Hierarchy, condense, condense_stack
     from cuts.images import RECEPTIVE_FIELD, ImageError, as_image_list, scale_intensity
     from cuts.io import read_image

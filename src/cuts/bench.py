@@ -4,7 +4,10 @@
   uses) against a faithful reproduction of the official step (whole 128x128
   images through 'same'-padded convolutions, one SSIM call per candidate
   positive), same batch, same number of updates.
-* ``embed``: seconds and peak memory to embed 128², 512², 1024² and 2048² images.
+* ``embed``: seconds and peak memory to embed 128², 512², 1024² and 2048² images
+  into a ``.npy`` file with :func:`cuts.embed_to_file` (what ``cuts embed`` does);
+  ``embed_in_memory``: the same with :func:`cuts.embed` returning a float32 array;
+  ``embed_float16``: :func:`cuts.embed` with a float16 result at the largest size.
 * ``hierarchy``: seconds, peak memory and level count of :func:`cuts.condense`
   on the embeddings of 128², 256², 512² and 1024² images.
 
@@ -12,7 +15,9 @@ Each embed/hierarchy size runs in a fresh Python process so peaks do not mix.
 ``peak_mb`` is the growth of the process's resident memory during the measured
 call (its high-water mark, reset just before the call, minus the memory in use
 just before), so it leaves out the interpreter and torch themselves, but
-includes the result (a 2048x2048x128 float32 embedding alone is 2048 MB).
+includes an in-memory result (a 2048x2048x128 float32 embedding alone is 2048 MB).
+A streamed file lives in the page cache, not in the process; it is written to a
+temporary folder and deleted.
 """
 
 from __future__ import annotations
@@ -159,13 +164,28 @@ def default_step_seconds(images: list[np.ndarray], n_steps: int, *, seed: int = 
 
 # --------------------------------------------------------------------------- subprocess workers
 def _worker(kind: str, size: int) -> dict[str, Any]:
+    """One measurement: ``embed`` (to a .npy file), ``embed_memory``, ``embed_f16`` or ``hierarchy``."""
+    import tempfile
+
     import torch
 
-    from cuts.embedding import embed
+    from cuts.embedding import embed, embed_to_file
 
     model = _bench_model()
     image = bench_image(size)
-    if kind in ("embed", "embed_f16"):
+    if kind == "embed":
+        embed(model, bench_image(64))  # warm-up outside the measurement
+        with tempfile.TemporaryDirectory(prefix="cuts-bench-") as folder:
+            path = os.path.join(folder, "embedding.npy")
+            before = _rss_mb()
+            _reset_peak()
+            t0 = time.perf_counter()
+            embed_to_file(model, image, path)
+            seconds = time.perf_counter() - t0
+            peak = _peak_mb() - before
+            size_mb = os.path.getsize(path) / 2**20
+        return {"seconds": round(seconds, 3), "peak_mb": round(peak, 1), "result_mb": round(size_mb, 1)}
+    if kind in ("embed_memory", "embed_f16"):
         embed(model, bench_image(64))  # warm-up outside the measurement
         dtype = np.float16 if kind == "embed_f16" else np.float32
         before = _rss_mb()
@@ -198,20 +218,79 @@ def _in_fresh_process(kind: str, size: int) -> dict[str, Any]:
     return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
 
 
-def run_bench(*, json_path: str | None = None, quick: bool = False, out=print) -> dict[str, Any]:
-    """Run all benchmarks, print tables, optionally write JSON; returns the results."""
+#: The sections of ``cuts bench`` and the JSON keys each one writes.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "embed": ("embed", "embed_in_memory", "embed_float16"),
+    "hierarchy": ("hierarchy",),
+}
+
+
+def run_bench(
+    *,
+    json_path: str | None = None,
+    quick: bool = False,
+    sections: tuple[str, ...] | list[str] | None = None,
+    out=print,
+) -> dict[str, Any]:
+    """Run the benchmarks, print tables, optionally write JSON; returns the results.
+
+    ``sections`` picks some of ``train``, ``embed`` and ``hierarchy`` (all by default).
+    When only some run and ``json_path`` exists already, the keys of the sections that
+    did not run are kept from that file, so one section can be measured again alone.
+    """
     import platform
 
     import torch
 
-    images = [bench_image(128)[::-1] if i % 2 else bench_image(128) for i in range(4)]
-    n_steps = 3 if quick else 10
+    chosen = tuple(SECTIONS) if sections is None else tuple(sections)
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown or not chosen:
+        raise ValueError(f"unknown bench section(s) {unknown}; choose from {list(SECTIONS)}.")
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }
     out(f"CUTS benchmarks  (cpus: {os.cpu_count()}, torch threads: {torch.get_num_threads()})")
     out("")
+    if "train" in chosen:
+        _train_section(results, quick, out)
+    if "embed" in chosen:
+        _embed_section(results, quick, out)
+    if "hierarchy" in chosen:
+        _hierarchy_section(results, quick, out)
+    if json_path:
+        from cuts.atomic import atomic_path
+
+        data = results
+        if len(chosen) < len(SECTIONS) and os.path.isfile(json_path):
+            with open(json_path) as f:
+                data = json.load(f)
+            data["machine"] = results["machine"]
+            for name in chosen:
+                for key in SECTIONS[name]:
+                    data[key] = results[key]
+            order = ["machine", *(key for keys in SECTIONS.values() for key in keys)]
+            data = {**{k: data[k] for k in order if k in data}, **{k: v for k, v in data.items() if k not in order}}
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2))
+        kept = [name for name in SECTIONS if name not in chosen]
+        out(f"wrote {json_path}" + (f" (kept its {', '.join(kept)} results)" if data is not results else ""))
+    return results
+
+
+def _row(out, kind: str, size: int, last: str, fmt: str, label: str = "") -> dict[str, Any]:
+    """Measure one case in a fresh process and print its table row."""
+    res = _in_fresh_process(kind, size)
+    cells = (f"{res['seconds']:>10.2f}{res['peak_mb']:>10.0f}{res[last]:{fmt}}"
+             if "error" not in res else f"  error: {res['error']}")
+    out(f"  {f'{size}x{size}':>10}{label}{cells}")
+    return res
+
+
+def _train_section(results: dict[str, Any], quick: bool, out) -> None:
+    images = [bench_image(128)[::-1] if i % 2 else bench_image(128) for i in range(4)]
+    n_steps = 3 if quick else 10
     d = default_step_seconds(images, n_steps)
     r = reference_step_seconds(images, max(2, n_steps // 3))
     results["train"] = {"default_seconds_per_step": round(d, 4), "reference_seconds_per_step": round(r, 4),
@@ -226,32 +305,28 @@ def run_bench(*, json_path: str | None = None, quick: bool = False, out=print) -
     out(f"  speed-up per update: {r / d:.0f}x (same batch: {r / d16:.0f}x)")
     out("")
 
-    def rows(kind: str, sizes: tuple[int, ...], last: str, fmt: str, note: str = "") -> dict[str, Any]:
-        table = {}
-        for size in sizes:
-            res = _in_fresh_process(kind, size)
-            table[str(size)] = res
-            cells = (f"{res['seconds']:>10.2f}{res['peak_mb']:>10.0f}{res[last]:{fmt}}{note}"
-                     if "error" not in res else f"  error: {res['error']}")
-            out(f"  {f'{size}x{size}':>10}{cells}")
-        return table
+
+def _embed_section(results: dict[str, Any], quick: bool, out) -> None:
+    def row(kind: str, size: int, label: str) -> dict[str, Any]:
+        return _row(out, kind, size, "result_mb", ">11.0f", f"  {label:<17}")
 
     emb_sizes = EMBED_SIZES[:2] if quick else EMBED_SIZES
-    out("embedding one RGB image (float32 result, tiles of 512)")
-    out(f"  {'size':>10}{'seconds':>10}{'peak MB':>10}{'result MB':>11}")
-    results["embed"] = rows("embed", emb_sizes, "result_mb", ">11.0f")
-    results["embed_float16"] = rows("embed_f16", emb_sizes[-1:], "result_mb", ">11.0f",
-                                    "   float16 result (embed(..., dtype=numpy.float16))")
+    out("embedding one RGB image (tiles of 512)")
+    out("  file:   cuts.embed_to_file, float32 .npy written tile by tile (what `cuts embed` does)")
+    out("  memory: cuts.embed, the whole result in memory")
+    out(f"  {'size':>10}  {'result':<17}{'seconds':>10}{'peak MB':>10}{'result MB':>11}")
+    results["embed"], results["embed_in_memory"], results["embed_float16"] = {}, {}, {}
+    for size in emb_sizes:
+        results["embed"][str(size)] = row("embed", size, "file, float32")
+        results["embed_in_memory"][str(size)] = row("embed_memory", size, "memory, float32")
+    size = emb_sizes[-1]
+    results["embed_float16"][str(size)] = row("embed_f16", size, "memory, float16")
     out("")
 
+
+def _hierarchy_section(results: dict[str, Any], quick: bool, out) -> None:
     h_sizes = HIERARCHY_SIZES[:2] if quick else HIERARCHY_SIZES
     out("hierarchy by diffusion condensation (cuts.condense on the embeddings)")
     out(f"  {'size':>10}{'seconds':>10}{'peak MB':>10}{'levels':>8}")
-    results["hierarchy"] = rows("hierarchy", h_sizes, "levels", ">8d")
-    if json_path:
-        from cuts.atomic import atomic_path
-
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(results, indent=2))
-        out(f"\nwrote {json_path}")
-    return results
+    results["hierarchy"] = {str(size): _row(out, "hierarchy", size, "levels", ">8d") for size in h_sizes}
+    out("")

@@ -103,28 +103,26 @@ def _load(args: argparse.Namespace, in_channels: int) -> Any:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from cuts.atomic import atomic_path
-    from cuts.embedding import embed
+    from cuts.embedding import embed_to_file
     from cuts.images import n_channels
+    from cuts.io import stem
 
     files = _expand(args.images)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar("embedding", len(files), "image")
     model = None
-    for i, path in enumerate(files):
-        for j, img in enumerate(_read_images([path])):
-            model = model or _load(args, n_channels(img))
-            emb = embed(model, img)
-            from cuts.io import stem
-
-            name = stem(path) + (f"_z{j:03d}" if j else "") + ".npy"
-            with atomic_path(out_dir / name) as tmp:
-                np.save(tmp, emb)
-        bar.to(i + 1)
-    bar.close()
+    try:
+        for i, path in enumerate(files):
+            for j, img in enumerate(_read_images([path])):
+                model = model or _load(args, n_channels(img))
+                name = stem(path) + (f"_z{j:03d}" if j else "") + ".npy"
+                # streamed tile by tile into a temp file, renamed when complete: memory stays
+                # bounded whatever the image size
+                embed_to_file(model, img, out_dir / name)
+            bar.to(i + 1)
+    finally:
+        bar.close()
     print(f"wrote embeddings of {len(files)} file(s) to {out_dir}")
     return 0
 
@@ -209,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cuts.bench import run_bench
 
-    run_bench(json_path=args.json, quick=args.quick)
+    run_bench(json_path=args.json, quick=args.quick, sections=args.only)
     return 0
 
 
@@ -252,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="print speed and memory benchmarks")
     p.add_argument("--json", help="also write the results as JSON here")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    p.add_argument("--only", nargs="+", choices=["train", "embed", "hierarchy"], metavar="SECTION",
+                   help="run only these sections (train, embed, hierarchy); with --json, an existing "
+                        "file keeps the results of the others")
     p.set_defaults(func=cmd_bench)
     return parser
 
