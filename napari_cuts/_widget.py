@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -99,7 +100,8 @@ def _warm_up_engine() -> None:
 
     Loading torch's libraries (and the modules torch, scipy and scikit-image load
     lazily on first use) holds the GIL for a few hundred milliseconds; doing it now
-    keeps those pauses out of the first Train/Segment click.
+    keeps those pauses out of the first Train/Segment click. The Qt-free part of
+    napari's first Labels layer is warmed here too.
     """
     global _WARMED_UP, _WARM_UP_THREAD
     if _WARMED_UP:
@@ -107,6 +109,19 @@ def _warm_up_engine() -> None:
     _WARMED_UP = True
 
     def _imports() -> None:
+        try:
+            # first what napari's first Labels layer would otherwise do on the main thread (short,
+            # so that it is ready even for a quick first Segment): import pandas (for the features
+            # table), fill the label-colour cache and vispy's dash-pattern cache (numpy loops behind
+            # the antialiased lines of each Labels layer's polygon and brush overlays); all Qt-free
+            import pandas  # noqa: F401
+            from napari.utils.colormaps.colormap_utils import label_colormap
+            from vispy.visuals.line.dash_atlas import DashAtlas
+
+            label_colormap(49, 0.5, background_value=0)
+            DashAtlas()
+        except Exception:  # pragma: no cover - another napari/vispy: only the first layer is slower
+            pass
         try:
             import numpy as np
 
@@ -117,12 +132,6 @@ def _warm_up_engine() -> None:
             tiny = np.random.default_rng(0).random((24, 24)).astype(np.float32)
             model = cuts.train([tiny], steps=2, batch_size=1, device="cpu")
             cuts.condense(cuts.embed(model, tiny))
-            # napari's first Labels layer imports pandas (for its features table) and fills
-            # a colour cache on the main thread; both are Qt-free and can happen here
-            import pandas  # noqa: F401
-            from napari.utils.colormaps.colormap_utils import label_colormap
-
-            label_colormap(49, 0.5, background_value=0)
         except Exception:  # pragma: no cover - reported later, when the user asks for work
             pass
 
@@ -150,11 +159,17 @@ class CutsWidget(QWidget):
         self._hooked_layers: list[Any] = []
         self.last_train_progress: Any = None
         self.last_level_change_ms: float | None = None
+        self.layer_step_ms: list[float] = []  # main-thread time of each layer step of the last Segment
 
         self._build_ui()
         self._poll = QTimer(self)
         self._poll.setInterval(100)
         self._poll.timeout.connect(self._poll_progress)
+        self._layer_steps: deque[Callable[[], None]] = deque()
+        self._layer_timer = QTimer(self)
+        self._layer_timer.setSingleShot(True)
+        self._layer_timer.setInterval(0)
+        self._layer_timer.timeout.connect(self._next_layer_step)
 
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_image_choices)
@@ -657,7 +672,11 @@ class CutsWidget(QWidget):
         self._source_layer = layer
         self.segmentation = Segmentation(full, n, make_upsampler(full, self.max_side))
         self._shown_levels = {}
-        self._ensure_layers(layer, (n, *full) if stack else full)
+        # napari builds a new Labels layer (vispy visuals and overlays, layer controls) on the main
+        # thread in one go, 0.1-0.3 s each: the click returns at once, the layers are put in one per
+        # event-loop turn (_next_layer_step) and the worker starts after the last one
+        self._layer_steps = deque(self._layer_steps_for(layer, (n, *full) if stack else full))
+        self.layer_step_ms = []
         order = slice_order(n, self._current_z())
         self._segment_cancel = threading.Event()
         self._progress_box = ProgressBox()
@@ -677,8 +696,27 @@ class CutsWidget(QWidget):
         self.segment_status.setText("Segmenting…")
         self._set_busy(segmenting=True)
         self._poll.start()
-        worker.start()
+        self._layer_timer.start()  # -> _next_layer_step, then worker.start()
         return worker
+
+    def _next_layer_step(self) -> None:
+        """Run one pending layer step (one event-loop turn each); after the last, start the worker."""
+        worker = self._segment_worker
+        t0 = time.perf_counter()
+        try:
+            if self._layer_steps:
+                self._layer_steps.popleft()()
+                self.layer_step_ms.append((time.perf_counter() - t0) * 1000)
+        except Exception as exc:  # napari refused a layer: report it, nothing was started
+            self._layer_steps.clear()
+            show_error(f"CUTS could not create its layers: {exc}")
+            self.segment_status.setText(f"Failed: {exc}")
+            self._on_segment_finished()
+            return
+        if self._layer_steps:
+            self._layer_timer.start()
+        elif worker is not None:
+            worker.start()  # a cancelled worker starts, sees the request and finishes at once
 
     def _cancel_segmentation(self, silent: bool = False) -> None:
         if self._segment_worker is not None:
@@ -757,13 +795,23 @@ class CutsWidget(QWidget):
 
     # ================================================================== layers
     def _ensure_layers(self, src: Image, shape: tuple[int, ...]) -> None:
-        """Create or reset the segments/persistent/mask layers for ``src``."""
+        """Create or reset the segments/persistent/mask layers for ``src`` (all at once)."""
+        for step in self._layer_steps_for(src, shape):
+            step()
+
+    def _layer_steps_for(self, src: Image, shape: tuple[int, ...]) -> list[Callable[[], None]]:
+        """The persistent, segments and mask layers for ``src`` as separate steps, in that order.
+
+        The mask editor is chosen now (kept when the mask layer already belongs to
+        ``src`` and has this shape). Each step creates or resets one layer, so the
+        steps can run in separate event-loop turns; the last one also hooks the
+        mouse/keys and selects the mask layer.
+        """
         scale = tuple(src.scale)[-len(shape):]
         translate = tuple(src.translate)[-len(shape):]
         meta = {"cuts_source": src.name}
         if "nifti" in src.metadata:
             meta["nifti"] = src.metadata["nifti"]
-        zeros = np.zeros(shape, dtype=np.uint8)
 
         def put(name: str, data: np.ndarray, **kwargs: Any) -> Labels:
             if name in self.viewer.layers:
@@ -782,8 +830,6 @@ class CutsWidget(QWidget):
                 layer = self.viewer.add_labels(data, name=name, scale=scale, translate=translate, metadata=dict(meta), **kwargs)
             return layer
 
-        self._persistent_layer = put(PERSISTENT_NAME, zeros.copy(), opacity=0.5, visible=False)
-        self._segments_layer = put(SEGMENTS_NAME, zeros, opacity=0.45)
         keep_mask = (
             self.editor is not None
             and self.editor.mask.shape == tuple(shape)
@@ -792,15 +838,26 @@ class CutsWidget(QWidget):
         )
         if not keep_mask:
             self.editor = MaskEditor(tuple(shape))
-        from napari.utils.colormaps import DirectLabelColormap
+        editor = self.editor
 
-        cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "#ffd700"})
-        self._mask_layer = put(MASK_NAME, self.editor.mask, opacity=0.6, colormap=cmap)
-        if self._mask_layer.data is not self.editor.mask:
-            self._mask_layer.data = self.editor.mask
-        for layer in (self._persistent_layer, self._segments_layer, self._mask_layer, src):
-            self._hook_layer(layer)
-        self.viewer.layers.selection.active = self._mask_layer
+        def persistent() -> None:
+            self._persistent_layer = put(PERSISTENT_NAME, np.zeros(shape, np.uint8), opacity=0.5, visible=False)
+
+        def segments() -> None:
+            self._segments_layer = put(SEGMENTS_NAME, np.zeros(shape, np.uint8), opacity=0.45)
+
+        def mask() -> None:
+            from napari.utils.colormaps import DirectLabelColormap
+
+            cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "#ffd700"})
+            self._mask_layer = put(MASK_NAME, editor.mask, opacity=0.6, colormap=cmap)
+            if self._mask_layer.data is not editor.mask:
+                self._mask_layer.data = editor.mask
+            for layer in (self._persistent_layer, self._segments_layer, self._mask_layer, src):
+                self._hook_layer(layer)
+            self.viewer.layers.selection.active = self._mask_layer
+
+        return [persistent, segments, mask]
 
     def _own(self, name: str) -> Labels | None:
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -1091,4 +1148,8 @@ class CutsWidget(QWidget):
         if self._train_worker is not None:
             self._train_worker.quit()
         self._cancel_segmentation(silent=True)
+        if self._layer_steps:  # closed while the layers were being put in: the worker never started
+            self._layer_timer.stop()
+            self._layer_steps.clear()
+            self._segment_worker = None
         self._poll.stop()

@@ -16,6 +16,7 @@ from napari_cuts._widget import (  # noqa: E402
     KEY_COARSER,
     KEY_FINER,
     MASK_NAME,
+    OWN_LAYERS,
     PERSISTENT_NAME,
     SEGMENTS_NAME,
     CutsWidget,
@@ -249,10 +250,52 @@ def test_cancel_segmentation(make_napari_viewer, qtbot, rgb_image, rgb_model):
     viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
     widget.model, widget.model_source = rgb_model, "test"
     widget.start_segmentation()
-    widget.segment_button.click()  # Cancel
+    widget.segment_button.click()  # Cancel, while the layers are still being put in
     wait_segmenting(qtbot, widget)
     assert widget.segment_button.text() == "Segment"
     assert "cancel" in widget.segment_status.text().lower()
+    assert all(name in viewer.layers for name in OWN_LAYERS)  # the layers come as a set
+
+
+def test_segment_click_puts_one_layer_per_event_loop_turn(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
+    """napari builds each new Labels layer on the main thread (0.1-0.3 s): the click itself builds
+    none, each later event-loop turn builds one, and the worker starts once all three are there."""
+    viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
+    widget.model, widget.model_source = rgb_model, "test"
+    inserted = []  # (layer name, layer steps finished when it was inserted)
+    viewer.layers.events.inserted.connect(lambda e: inserted.append((e.value.name, len(widget.layer_step_ms))))
+    worker = widget.start_segmentation()
+    assert worker is not None and widget.segmenting and widget.segment_button.text() == "Cancel"
+    assert inserted == [] and not any(name in viewer.layers for name in OWN_LAYERS)
+    present_at_start = []
+    worker.started.connect(lambda: present_at_start.append([n for n in OWN_LAYERS if n in viewer.layers]))
+    wait_segmenting(qtbot, widget)
+    assert not [n for n in notes if n[0] == "error"], notes
+    assert inserted == [(PERSISTENT_NAME, 0), (SEGMENTS_NAME, 1), (MASK_NAME, 2)]
+    assert present_at_start == [list(OWN_LAYERS)]
+    assert len(widget.layer_step_ms) == 3
+    assert viewer.layers.selection.active is viewer.layers[MASK_NAME]
+    assert viewer.layers[PERSISTENT_NAME].visible is False and viewer.layers[SEGMENTS_NAME].data.max() >= 1
+
+    # segmenting again reuses the three layers (no new layer, same objects, new content)
+    before = {name: viewer.layers[name] for name in OWN_LAYERS}
+    viewer.layers[SEGMENTS_NAME].data[...] = 0
+    widget.start_segmentation()
+    wait_segmenting(qtbot, widget)
+    assert len(inserted) == 3 and all(viewer.layers[name] is layer for name, layer in before.items())
+    assert viewer.layers[SEGMENTS_NAME].data.max() >= 1 and widget.segmentation.complete
+
+
+def test_shutdown_while_layers_are_put_in(make_napari_viewer, qtbot, rgb_image, rgb_model):
+    viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
+    widget.model, widget.model_source = rgb_model, "test"
+    worker = widget.start_segmentation()
+    started = []
+    worker.started.connect(lambda: started.append(True))
+    widget.shutdown()  # the widget or viewer closes before the next event-loop turn
+    assert not widget.segmenting
+    qtbot.wait(300)
+    assert started == [] and not any(name in viewer.layers for name in OWN_LAYERS)
 
 
 def test_stack_current_slice_first_and_stack_export(make_napari_viewer, qtbot, grey_stack, grey_model, tmp_path, notes):
