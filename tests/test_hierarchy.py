@@ -329,3 +329,20 @@ def test_unconnected_option_keeps_embedding_clusters():
     )
     with pytest.raises(ValueError, match="connected"):
         condense(_two_blobs_same_embedding(), connected="yes")
+
+
+def test_shared_atoms_give_the_same_results(data, hier):
+    """condense and spectral_kmeans given prebuilt atoms equal their own quantisation."""
+    from cuts.condensation import build_atoms
+
+    emb = data[0]
+    atoms = build_atoms(emb, seed=0)
+    shared = condense(emb, seed=0, atoms=atoms)
+    assert shared.n_levels == hier.n_levels
+    for level in range(hier.n_levels):
+        assert np.array_equal(shared.label_map(level), hier.label_map(level))
+    assert np.array_equal(spectral_kmeans(emb, 4, seed=0, atoms=atoms), spectral_kmeans(emb, 4, seed=0))
+    with pytest.raises(ValueError, match="atoms were built for"):
+        condense(emb[:20], atoms=atoms)
+    with pytest.raises(ValueError, match="atoms were built for"):
+        spectral_kmeans(emb[:, :20], 4, atoms=atoms)

@@ -17,10 +17,14 @@ k-means. Cost is ``O(N * M)`` in the number of pixels ``N``: never ``N x N``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cuts.cancel import CancelToken, check_cancelled
+
+if TYPE_CHECKING:  # cuts.condensation imports this module
+    from cuts.condensation import Atoms
 
 __all__ = ["kmeans", "spectral_kmeans"]
 
@@ -355,6 +359,7 @@ def spectral_kmeans(
     n_atoms: int | None = None,
     n_components: int = 32,
     bandwidth_scale: float = 4.0,
+    atoms: Atoms | None = None,
     callback: ProgressCallback | None = None,
     cancel: CancelToken = None,
 ) -> np.ndarray:
@@ -384,6 +389,10 @@ def spectral_kmeans(
         PCA dimensions used for the atoms.
     bandwidth_scale : float
         Multiplier of the Gaussian bandwidth heuristic.
+    atoms : Atoms, optional
+        These embeddings already quantised by :func:`cuts.condensation.build_atoms`
+        (e.g. shared with :func:`cuts.condense`); ``n_atoms``, ``n_components`` and
+        ``seed`` then no longer affect the atoms.
     callback : callable, optional
         ``callback(done, total, message)`` progress reports (``total == 100``).
     cancel : CancelToken, optional
@@ -402,15 +411,18 @@ def spectral_kmeans(
         raise ValueError(f"k must be a positive integer; got {k!r}.")
     if bandwidth_scale <= 0:
         raise ValueError(f"bandwidth_scale must be positive; got {bandwidth_scale!r}.")
-    atoms = build_atoms(
-        embeddings,
-        seed=seed,
-        n_atoms=n_atoms,
-        n_components=n_components,
-        callback=callback,
-        progress_span=(0, 80),
-        cancel=cancel,
-    )
+    if atoms is None:
+        atoms = build_atoms(
+            embeddings,
+            seed=seed,
+            n_atoms=n_atoms,
+            n_components=n_components,
+            callback=callback,
+            progress_span=(0, 80),
+            cancel=cancel,
+        )
+    elif atoms.atom_map.shape != np.shape(embeddings)[:2]:
+        raise ValueError(f"atoms were built for a {atoms.atom_map.shape} image, not {np.shape(embeddings)[:2]}.")
     m = atoms.coords.shape[0]
     h, w_ = atoms.atom_map.shape
     if k >= m:

@@ -96,15 +96,19 @@ def _segmentations(image: np.ndarray, emb: np.ndarray, methods: Sequence[str], s
     from cuts import baselines
     from cuts.clustering import kmeans, spectral_kmeans
 
+    from cuts.condensation import build_atoms
+
     out: dict[str, Any] = {}
     if "kmeans" in methods:
         out["kmeans"] = kmeans(emb, 10, seed=seed)
+    # spectral k-means and the hierarchy start from the same weighted atoms: build them once
+    atoms = build_atoms(emb, seed=seed) if {"spectral_kmeans", "persistent", "best_level", "clicks"} & set(methods) else None
     if "spectral_kmeans" in methods:
-        out["spectral_kmeans"] = spectral_kmeans(emb, 10, seed=seed)
+        out["spectral_kmeans"] = spectral_kmeans(emb, 10, seed=seed, atoms=atoms)
     if {"persistent", "best_level"} & set(methods) or "clicks" in methods:
         from cuts.hierarchy import condense
 
-        h = condense(emb, seed=seed)
+        h = condense(emb, seed=seed, atoms=atoms)
         out["_hierarchy"] = h
         out["persistent"] = h.persistent()
     for name in ("otsu", "felzenszwalb", "slic"):

@@ -27,6 +27,7 @@ import numpy as np
 
 from cuts.cancel import CancelToken, check_cancelled
 from cuts.condensation import (
+    Atoms,
     build_atoms,
     condense_atoms,
     default_n_atoms,
@@ -523,6 +524,7 @@ def condense(
     embeddings: np.ndarray,
     *,
     seed: int = 0,
+    atoms: Atoms | None = None,
     callback: ProgressCallback | None = None,
     cancel: CancelToken = None,
     **options: Any,
@@ -536,6 +538,10 @@ def condense(
         read in chunks, never copied as a whole.
     seed : int
         Seed for subsampling and atom quantisation; equal seeds give identical hierarchies.
+    atoms : Atoms, optional
+        These embeddings already quantised by :func:`cuts.condensation.build_atoms`
+        (e.g. shared with :func:`cuts.clustering.spectral_kmeans`); ``n_atoms`` and
+        ``n_components`` are then those the atoms were built with.
     callback : callable, optional
         ``callback(done, total, message)`` progress reports with ``total == 100``.
     cancel : CancelToken, optional
@@ -590,16 +596,19 @@ def condense(
     h, w, _ = arr.shape
     n = h * w
     check_cancelled(cancel, "condensation")
-    n_atoms = opts["n_atoms"] if opts["n_atoms"] is not None else default_n_atoms(n)
-    atoms = build_atoms(
-        arr,
-        seed=seed,
-        n_atoms=int(n_atoms),
-        n_components=int(opts["n_components"]),
-        callback=callback,
-        progress_span=(0, 40),
-        cancel=cancel,
-    )
+    if atoms is None:
+        n_atoms = opts["n_atoms"] if opts["n_atoms"] is not None else default_n_atoms(n)
+        atoms = build_atoms(
+            arr,
+            seed=seed,
+            n_atoms=int(n_atoms),
+            n_components=int(opts["n_components"]),
+            callback=callback,
+            progress_span=(0, 40),
+            cancel=cancel,
+        )
+    elif atoms.atom_map.shape != (h, w):
+        raise ValueError(f"atoms were built for a {atoms.atom_map.shape} image, not {(h, w)}.")
     res = condense_atoms(
         atoms.coords,
         atoms.counts,
