@@ -43,6 +43,7 @@ from qtpy.QtWidgets import (
 from napari_cuts._io import export_mask, format_from_path, physical_pixel_area
 from napari_cuts._mask_editor import MaskEditor, mode_from_modifiers
 from napari_cuts._resample import describe_working_resolution, working_shape
+from napari_cuts._staged_layers import StagedLabels
 from napari_cuts._session import (
     ProgressBox,
     Segmentation,
@@ -673,8 +674,8 @@ class CutsWidget(QWidget):
         self.segmentation = Segmentation(full, n, make_upsampler(full, self.max_side))
         self._shown_levels = {}
         # napari builds a new Labels layer (vispy visuals and overlays, layer controls) on the main
-        # thread in one go, 0.1-0.3 s each: the click returns at once, the layers are put in one per
-        # event-loop turn (_next_layer_step) and the worker starts after the last one
+        # thread, 0.2-0.3 s in one go: the click returns at once, the layers are put in over several
+        # short steps, one per event-loop turn (_next_layer_step); the worker starts after the last
         self._layer_steps = deque(self._layer_steps_for(layer, (n, *full) if stack else full))
         self.layer_step_ms = []
         order = slice_order(n, self._current_z())
@@ -800,12 +801,13 @@ class CutsWidget(QWidget):
             step()
 
     def _layer_steps_for(self, src: Image, shape: tuple[int, ...]) -> list[Callable[[], None]]:
-        """The persistent, segments and mask layers for ``src`` as separate steps, in that order.
+        """The persistent, segments and mask layers for ``src`` as steps, in that order.
 
         The mask editor is chosen now (kept when the mask layer already belongs to
-        ``src`` and has this shape). Each step creates or resets one layer, so the
-        steps can run in separate event-loop turns; the last one also hooks the
-        mouse/keys and selects the mask layer.
+        ``src`` and has this shape). An existing layer is reset in one step; a new
+        one is built and inserted in several (:class:`StagedLabels`), so that each
+        step is short and the steps can run in separate event-loop turns. The last
+        step hooks the mouse/keys and selects the mask layer.
         """
         scale = tuple(src.scale)[-len(shape):]
         translate = tuple(src.translate)[-len(shape):]
@@ -813,8 +815,17 @@ class CutsWidget(QWidget):
         if "nifti" in src.metadata:
             meta["nifti"] = src.metadata["nifti"]
 
-        def put(name: str, data: np.ndarray, **kwargs: Any) -> Labels:
-            if name in self.viewer.layers:
+        def put(name: str, data: np.ndarray, on_ready: Callable[[Labels], None], **kwargs: Any) -> list[Callable[[], None]]:
+            """Steps that reset layer ``name`` to ``data``, or create it if it is not there."""
+            if name not in self.viewer.layers:
+                # napari builds a new layer's views in one go: split over several turns
+                staged = StagedLabels(
+                    self.viewer, data, on_inserted=on_ready, name=name, scale=scale, translate=translate,
+                    metadata=dict(meta), **kwargs,
+                )
+                return staged.steps()
+
+            def reset() -> None:
                 layer = self.viewer.layers[name]
                 same = layer.data.shape == data.shape and layer.data.dtype == data.dtype
                 if same and tuple(layer.scale) == scale and tuple(layer.translate) == translate:
@@ -826,9 +837,9 @@ class CutsWidget(QWidget):
                     layer.scale = scale
                     layer.translate = translate
                 layer.metadata = dict(meta)
-            else:
-                layer = self.viewer.add_labels(data, name=name, scale=scale, translate=translate, metadata=dict(meta), **kwargs)
-            return layer
+                on_ready(layer)
+
+            return [reset]
 
         keep_mask = (
             self.editor is not None
@@ -840,24 +851,31 @@ class CutsWidget(QWidget):
             self.editor = MaskEditor(tuple(shape))
         editor = self.editor
 
-        def persistent() -> None:
-            self._persistent_layer = put(PERSISTENT_NAME, np.zeros(shape, np.uint8), opacity=0.5, visible=False)
+        def set_persistent(layer: Labels) -> None:
+            self._persistent_layer = layer
 
-        def segments() -> None:
-            self._segments_layer = put(SEGMENTS_NAME, np.zeros(shape, np.uint8), opacity=0.45)
+        def set_segments(layer: Labels) -> None:
+            self._segments_layer = layer
 
-        def mask() -> None:
-            from napari.utils.colormaps import DirectLabelColormap
+        def set_mask(layer: Labels) -> None:
+            self._mask_layer = layer
+            if layer.data is not editor.mask:
+                layer.data = editor.mask
 
-            cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "#ffd700"})
-            self._mask_layer = put(MASK_NAME, editor.mask, opacity=0.6, colormap=cmap)
-            if self._mask_layer.data is not editor.mask:
-                self._mask_layer.data = editor.mask
+        def finish() -> None:
             for layer in (self._persistent_layer, self._segments_layer, self._mask_layer, src):
                 self._hook_layer(layer)
             self.viewer.layers.selection.active = self._mask_layer
 
-        return [persistent, segments, mask]
+        from napari.utils.colormaps import DirectLabelColormap
+
+        cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "#ffd700"})
+        return [
+            *put(PERSISTENT_NAME, np.zeros(shape, np.uint8), set_persistent, opacity=0.5, visible=False),
+            *put(SEGMENTS_NAME, np.zeros(shape, np.uint8), set_segments, opacity=0.45),
+            *put(MASK_NAME, editor.mask, set_mask, opacity=0.6, colormap=cmap),
+            finish,
+        ]
 
     def _own(self, name: str) -> Labels | None:
         return self.viewer.layers[name] if name in self.viewer.layers else None

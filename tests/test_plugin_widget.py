@@ -21,6 +21,7 @@ from napari_cuts._widget import (  # noqa: E402
     SEGMENTS_NAME,
     CutsWidget,
 )
+from napari_cuts._staged_layers import DEFERRED_OVERLAYS  # noqa: E402
 
 TIMEOUT = 120_000  # ms; 2 CPU cores are slow
 
@@ -257,9 +258,10 @@ def test_cancel_segmentation(make_napari_viewer, qtbot, rgb_image, rgb_model):
     assert all(name in viewer.layers for name in OWN_LAYERS)  # the layers come as a set
 
 
-def test_segment_click_puts_one_layer_per_event_loop_turn(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
-    """napari builds each new Labels layer on the main thread (0.1-0.3 s): the click itself builds
-    none, each later event-loop turn builds one, and the worker starts once all three are there."""
+def test_segment_click_puts_the_layers_in_over_several_turns(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
+    """napari builds each new Labels layer on the main thread (0.2-0.3 s in one go): the click itself
+    builds none, later event-loop turns build them in short steps (model, insert, each painting-tool
+    overlay), and the worker starts once all three are complete."""
     viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
     widget.model, widget.model_source = rgb_model, "test"
     inserted = []  # (layer name, layer steps finished when it was inserted)
@@ -271,10 +273,17 @@ def test_segment_click_puts_one_layer_per_event_loop_turn(make_napari_viewer, qt
     worker.started.connect(lambda: present_at_start.append([n for n in OWN_LAYERS if n in viewer.layers]))
     wait_segmenting(qtbot, widget)
     assert not [n for n in notes if n[0] == "error"], notes
-    assert inserted == [(PERSISTENT_NAME, 0), (SEGMENTS_NAME, 1), (MASK_NAME, 2)]
+    per_layer = 2 + len(DEFERRED_OVERLAYS)  # build, insert, one step per painting-tool overlay
+    assert inserted == [(PERSISTENT_NAME, 1), (SEGMENTS_NAME, 1 + per_layer), (MASK_NAME, 1 + 2 * per_layer)]
     assert present_at_start == [list(OWN_LAYERS)]
-    assert len(widget.layer_step_ms) == 3
+    assert len(widget.layer_step_ms) == 3 * per_layer + 1
     assert viewer.layers.selection.active is viewer.layers[MASK_NAME]
+    for name in OWN_LAYERS:  # the painting tools are back and work
+        layer = viewer.layers[name]
+        assert set(DEFERRED_OVERLAYS) <= set(layer._overlays)
+        layer.mode = "polygon"
+        layer.mode = "paint"
+        layer.mode = "pan_zoom"
     assert viewer.layers[PERSISTENT_NAME].visible is False and viewer.layers[SEGMENTS_NAME].data.max() >= 1
 
     # segmenting again reuses the three layers (no new layer, same objects, new content)
