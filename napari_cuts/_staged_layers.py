@@ -10,22 +10,24 @@ own event-loop turn (:class:`napari_cuts._widget.CutsWidget` runs them from a
 zero-interval timer):
 
 1. build the layer model, with its two painting-tool overlays taken out;
-2. insert it without selecting it (the vispy node and the controls);
-3. put the polygon overlay back (napari builds its visual);
-4. put the brush overlay back.
+2. insert it without selecting it (napari builds the vispy node);
+3. build its Qt layer controls;
+4. put the polygon overlay back (napari builds its visual);
+5. put the brush overlay back.
 
-The painting tools work as usual once step 4 has run. If the layer is selected
-before that (the user clicks it in the layer list within those few turns), the
-overlays go back at once. Both tricks rely on napari internals
-(``Layer._overlays``, ``LayerList._activate_on_insert``); with a napari that
-lacks them the steps fall back to napari's own one-go insert, which only costs
-time.
+The layer is complete once step 5 has run. If it is selected before that (the
+user clicks it in the layer list within those few turns), the rest is done at
+once. These tricks rely on napari internals (``Layer._overlays``,
+``LayerList._activate_on_insert``, the viewer window's layer-controls container);
+with a napari that lacks them the steps fall back to napari's own one-go insert,
+which only costs time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,15 @@ def _inserted_without_selecting(layers: Any) -> Iterator[None]:
         layers._activate_on_insert = before
 
 
+def _controls_container(viewer: Any) -> Any:
+    """napari's layer-controls container of ``viewer``'s window, if it has the expected shape."""
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    controls = getattr(qt_viewer, "controls", None)
+    if callable(getattr(controls, "_add", None)) and isinstance(getattr(controls, "widgets", None), dict):
+        return controls
+    return None
+
+
 class StagedLabels:
     """A new Labels layer, built and inserted into ``viewer`` in separate steps.
 
@@ -72,11 +83,14 @@ class StagedLabels:
         self._kwargs = kwargs
         self._on_inserted = on_inserted
         self._detached: dict[str, Any] = {}
+        self._controls: Any = None  # napari's controls container, while this layer's controls are pending
+        self._placeholder: Any = None
+        self._listening = False
 
     def steps(self) -> list[Callable[[], None]]:
         """The steps in order; run each in its own event-loop turn."""
         restore = [lambda key=key: self._restore(key) for key in DEFERRED_OVERLAYS]
-        return [self._build, self._insert, *restore]
+        return [self._build, self._insert, self._add_controls, *restore]
 
     def _build(self) -> None:
         from napari.layers import Labels
@@ -90,11 +104,37 @@ class StagedLabels:
 
     def _insert(self) -> None:
         layers = self.viewer.layers
-        with _inserted_without_selecting(layers):
+        controls = _controls_container(self.viewer)
+        with ExitStack() as stack:
+            stack.enter_context(_inserted_without_selecting(layers))
+            if controls is not None:  # its controls are built in the next step
+                stack.enter_context(layers.events.inserted.blocker(controls._add))
             layers.append(self.layer)
-        if self._detached:
-            layers.selection.events.active.connect(self._on_active)
+        if controls is not None:
+            # until then an empty placeholder stands in, so that napari finds an entry for the layer
+            # (selected early: an empty panel for a moment; removed early: the placeholder goes)
+            from qtpy.QtWidgets import QWidget
+
+            self._placeholder = QWidget()
+            controls.addWidget(self._placeholder)
+            controls.widgets[self.layer] = self._placeholder
+            self._controls = controls
+        if self._detached or self._controls is not None:
+            layers.selection.events.changed.connect(self._on_selection)
+            self._listening = True
         self._on_inserted(self.layer)
+
+    def _add_controls(self) -> None:
+        controls, self._controls = self._controls, None
+        placeholder, self._placeholder = self._placeholder, None
+        if controls is not None and controls.widgets.get(self.layer) is placeholder:
+            del controls.widgets[self.layer]
+            controls._add(SimpleNamespace(value=self.layer))
+            if controls.currentWidget() is placeholder and self.layer in controls.widgets:
+                controls.setCurrentWidget(controls.widgets[self.layer])
+            controls.removeWidget(placeholder)
+            placeholder.deleteLater()
+        self._maybe_disconnect()
 
     def _restore(self, key: str | None = None) -> None:
         """Put one detached overlay back (all of them when ``key`` is None)."""
@@ -103,15 +143,21 @@ class StagedLabels:
             overlay = self._detached.pop(k, None)
             if overlay is not None:
                 self.layer._overlays[k] = overlay
-        if not self._detached:
-            self._disconnect()
+        self._maybe_disconnect()
 
-    def _on_active(self, event: Any) -> None:
-        if event.value is self.layer:  # selected early: its painting tools must work now
-            self._restore()
+    def _complete(self) -> None:
+        """Run what is left at once."""
+        self._add_controls()
+        self._restore()
 
-    def _disconnect(self) -> None:
-        try:
-            self.viewer.layers.selection.events.active.disconnect(self._on_active)
-        except Exception:  # never connected, or the viewer is gone
-            pass
+    def _on_selection(self, event: Any = None) -> None:
+        if self.layer in self.viewer.layers.selection:  # selected early: complete it now
+            self._complete()
+
+    def _maybe_disconnect(self) -> None:
+        if self._listening and not self._detached and self._controls is None:
+            self._listening = False
+            try:
+                self.viewer.layers.selection.events.changed.disconnect(self._on_selection)
+            except Exception:  # the viewer is gone
+                pass

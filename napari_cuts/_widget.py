@@ -356,6 +356,11 @@ class CutsWidget(QWidget):
     def _refresh_image_choices(self, event: Any = None) -> None:
         current = self.image_layer
         names = [ly.name for ly in self._image_layers()]
+        shown = [self.image_combo.itemText(i) for i in range(self.image_combo.count())]
+        if names == shown and (current is not None or not names):
+            # e.g. a Labels layer came in (our own, at the first Segment): nothing to refresh, and the
+            # user's choices for the current image (working resolution) stay as they are
+            return
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(names)

@@ -22,7 +22,8 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     image = viewer.add_image(np.random.default_rng(0).random((32, 40)), name="img")
     staged, got = _staged(viewer)
     steps = staged.steps()
-    assert len(steps) == 2 + len(DEFERRED_OVERLAYS)
+    assert len(steps) == 3 + len(DEFERRED_OVERLAYS)
+    controls = viewer.window._qt_viewer.controls
     steps[0]()  # build: the model exists, not yet in the viewer, its painting-tool overlays set aside
     assert "staged" not in viewer.layers and got == []
     assert not set(DEFERRED_OVERLAYS) & set(staged.layer._overlays)
@@ -30,7 +31,12 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     assert viewer.layers["staged"] is staged.layer and got == [staged.layer]
     assert viewer.layers.selection.active is image
     assert staged.layer.opacity == 0.3 and staged.layer.data.shape == (32, 40)
-    for step in steps[2:]:
+    from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
+
+    assert not isinstance(controls.widgets[staged.layer], QtLabelsControls)  # a placeholder until...
+    steps[2]()  # ...its Qt controls are built
+    assert isinstance(controls.widgets[staged.layer], QtLabelsControls)
+    for step in steps[3:]:
         step()
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
     layer = staged.layer
@@ -40,7 +46,7 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     layer.mode = "pan_zoom"
 
 
-def test_selecting_the_layer_early_restores_the_tools_at_once(make_napari_viewer):
+def test_selecting_the_layer_early_completes_it_at_once(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 40)), name="img")
     staged, _ = _staged(viewer)
@@ -48,12 +54,30 @@ def test_selecting_the_layer_early_restores_the_tools_at_once(make_napari_viewer
     steps[0]()
     steps[1]()
     assert not set(DEFERRED_OVERLAYS) & set(staged.layer._overlays)
-    viewer.layers.selection.active = staged.layer  # the user clicks it in the layer list
+    from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
+
+    controls = viewer.window._qt_viewer.controls
+    viewer.layers.selection.active = staged.layer  # the user clicks it in the layer list: no error
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
+    assert isinstance(controls.widgets[staged.layer], QtLabelsControls)
+    assert controls.currentWidget() is controls.widgets[staged.layer]
     staged.layer.mode = "paint"
     for step in steps[2:]:  # the remaining steps are harmless
         step()
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
+
+
+def test_removing_the_layer_early_is_harmless(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 40)), name="img")
+    staged, _ = _staged(viewer)
+    steps = staged.steps()
+    steps[0]()
+    steps[1]()
+    viewer.layers.remove(staged.layer)  # before its controls were built: napari finds the placeholder
+    for step in steps[2:]:
+        step()
+    assert "staged" not in viewer.layers and staged.layer not in viewer.window._qt_viewer.controls.widgets
 
 
 def test_selection_switch_is_restored_and_optional():
