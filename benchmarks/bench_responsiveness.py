@@ -249,8 +249,8 @@ def main() -> None:
             print(f"{name:<38} {secs:8.1f} {click:9.0f} {st['n']:6d} {st['max']:11.1f} {st['p99']:8.1f} {st['over100']:8d} {gc_text:>11}")
         print("click ms: time the button's handler blocks the GUI; the gap columns cover everything after it:")
         print("the layer steps (the first Segment adds 3 Labels layers, which napari builds on the main thread;")
-        print("each is put in over 4 steps: model, insert, polygon overlay, brush overlay; then one step hooks")
-        print("the mouse; one step per event-loop turn) and the background work.")
+        print("each is put in over 6 steps: model, insert, Qt controls, polygon overlay, brush overlay, first")
+        print("draw; then one step hooks the mouse; one step per event-loop turn) and the background work.")
         for which, ms in layer_steps.items():
             print(f"  layer steps, {which + ' run':<9}  " + ", ".join(f"{t:.0f}" for t in ms) + " ms")
         print("full gc ms: the longest full garbage collection in the phase (it holds the GIL: a gap of its own).")

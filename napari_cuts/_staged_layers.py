@@ -9,11 +9,12 @@ feels as a freeze. :class:`StagedLabels` splits it into steps, each run in its
 own event-loop turn (:class:`napari_cuts._widget.CutsWidget` runs them from a
 zero-interval timer):
 
-1. build the layer model, with its two painting-tool overlays taken out;
+1. build the layer model, hidden, with its two painting-tool overlays taken out;
 2. insert it without selecting it (napari builds the vispy node);
 3. build its Qt layer controls;
 4. put the polygon overlay back (napari builds its visual);
-5. put the brush overlay back.
+5. put the brush overlay back;
+6. show it (unless it was asked for hidden): its first draw is a turn of its own.
 
 The layer is complete once step 5 has run. If it is selected before that (the
 user clicks it in the layer list within those few turns), the rest is done at
@@ -86,16 +87,17 @@ class StagedLabels:
         self._controls: Any = None  # napari's controls container, while this layer's controls are pending
         self._placeholder: Any = None
         self._listening = False
+        self._visible = bool(kwargs.pop("visible", True))
 
     def steps(self) -> list[Callable[[], None]]:
         """The steps in order; run each in its own event-loop turn."""
         restore = [lambda key=key: self._restore(key) for key in DEFERRED_OVERLAYS]
-        return [self._build, self._insert, self._add_controls, *restore]
+        return [self._build, self._insert, self._add_controls, *restore, self._show]
 
     def _build(self) -> None:
         from napari.layers import Labels
 
-        self.layer = Labels(self._data, **self._kwargs)
+        self.layer = Labels(self._data, visible=False, **self._kwargs)
         overlays = getattr(self.layer, "_overlays", None)
         if overlays is not None and hasattr(overlays, "pop"):
             for key in DEFERRED_OVERLAYS:
@@ -144,6 +146,10 @@ class StagedLabels:
             if overlay is not None:
                 self.layer._overlays[k] = overlay
         self._maybe_disconnect()
+
+    def _show(self) -> None:
+        if self._visible:
+            self.layer.visible = True
 
     def _complete(self) -> None:
         """Run what is left at once."""

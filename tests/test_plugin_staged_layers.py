@@ -22,7 +22,7 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     image = viewer.add_image(np.random.default_rng(0).random((32, 40)), name="img")
     staged, got = _staged(viewer)
     steps = staged.steps()
-    assert len(steps) == 3 + len(DEFERRED_OVERLAYS)
+    assert len(steps) == 4 + len(DEFERRED_OVERLAYS)
     controls = viewer.window._qt_viewer.controls
     steps[0]()  # build: the model exists, not yet in the viewer, its painting-tool overlays set aside
     assert "staged" not in viewer.layers and got == []
@@ -31,6 +31,7 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     assert viewer.layers["staged"] is staged.layer and got == [staged.layer]
     assert viewer.layers.selection.active is image
     assert staged.layer.opacity == 0.3 and staged.layer.data.shape == (32, 40)
+    assert not staged.layer.visible  # shown in the last step
     from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
 
     assert not isinstance(controls.widgets[staged.layer], QtLabelsControls)  # a placeholder until...
@@ -39,6 +40,7 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     for step in steps[3:]:
         step()
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
+    assert staged.layer.visible
     layer = staged.layer
     viewer.layers.selection.active = layer
     layer.mode = "paint"  # both tools need their overlay
@@ -65,6 +67,14 @@ def test_selecting_the_layer_early_completes_it_at_once(make_napari_viewer):
     for step in steps[2:]:  # the remaining steps are harmless
         step()
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
+
+
+def test_a_layer_asked_for_hidden_stays_hidden(make_napari_viewer):
+    viewer = make_napari_viewer()
+    staged = StagedLabels(viewer, np.zeros((8, 8), np.uint8), on_inserted=lambda layer: None, name="h", visible=False)
+    for step in staged.steps():
+        step()
+    assert viewer.layers["h"].visible is False
 
 
 def test_removing_the_layer_early_is_harmless(make_napari_viewer):

@@ -268,7 +268,7 @@ def test_cancel_segmentation(make_napari_viewer, qtbot, rgb_image, rgb_model):
 def test_segment_click_puts_the_layers_in_over_several_turns(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
     """napari builds each new Labels layer on the main thread (0.2-0.3 s in one go): the click itself
     builds none, later event-loop turns build them in short steps (model, insert, Qt controls, each
-    painting-tool overlay), and the worker starts once all three are complete."""
+    painting-tool overlay, first draw), and the worker starts once all three are complete."""
     viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
     widget.model, widget.model_source = rgb_model, "test"
     inserted = []  # (layer name, layer steps finished when it was inserted)
@@ -280,7 +280,7 @@ def test_segment_click_puts_the_layers_in_over_several_turns(make_napari_viewer,
     worker.started.connect(lambda: present_at_start.append([n for n in OWN_LAYERS if n in viewer.layers]))
     wait_segmenting(qtbot, widget)
     assert not [n for n in notes if n[0] == "error"], notes
-    per_layer = 3 + len(DEFERRED_OVERLAYS)  # build, insert, controls, one step per painting-tool overlay
+    per_layer = 4 + len(DEFERRED_OVERLAYS)  # build, insert, controls, each painting-tool overlay, show
     assert inserted == [(PERSISTENT_NAME, 1), (SEGMENTS_NAME, 1 + per_layer), (MASK_NAME, 1 + 2 * per_layer)]
     assert present_at_start == [list(OWN_LAYERS)]
     assert len(widget.layer_step_ms) == 3 * per_layer + 1
