@@ -151,14 +151,18 @@ class StagedLabels:
         if self._visible:
             self.layer.visible = True
 
-    def _complete(self) -> None:
-        """Run what is left at once."""
+    def complete(self) -> None:
+        """Do what is left at once, if the layer is already in the viewer (e.g. the steps were abandoned)."""
+        if self.layer is None or self.layer not in self.viewer.layers:
+            return
         self._add_controls()
         self._restore()
+        self._show()
 
     def _on_selection(self, event: Any = None) -> None:
-        if self.layer in self.viewer.layers.selection:  # selected early: complete it now
-            self._complete()
+        if self.layer in self.viewer.layers.selection:  # selected early: its controls and tools now
+            self._add_controls()
+            self._restore()
 
     def _maybe_disconnect(self) -> None:
         if self._listening and not self._detached and self._controls is None:

@@ -167,6 +167,7 @@ class CutsWidget(QWidget):
         self._poll.setInterval(100)
         self._poll.timeout.connect(self._poll_progress)
         self._layer_steps: deque[Callable[[], None]] = deque()
+        self._staged: list[StagedLabels] = []  # the new layers of the current layer steps
         self._layer_timer = QTimer(self)
         self._layer_timer.setSingleShot(True)
         self._layer_timer.setInterval(0)
@@ -816,6 +817,7 @@ class CutsWidget(QWidget):
         """
         scale = tuple(src.scale)[-len(shape):]
         translate = tuple(src.translate)[-len(shape):]
+        self._staged = []
         meta = {"cuts_source": src.name}
         if "nifti" in src.metadata:
             meta["nifti"] = src.metadata["nifti"]
@@ -828,6 +830,7 @@ class CutsWidget(QWidget):
                     self.viewer, data, on_inserted=on_ready, name=name, scale=scale, translate=translate,
                     metadata=dict(meta), **kwargs,
                 )
+                self._staged.append(staged)
                 return staged.steps()
 
             def reset() -> None:
@@ -1174,5 +1177,7 @@ class CutsWidget(QWidget):
         if self._layer_steps:  # closed while the layers were being put in: the worker never started
             self._layer_timer.stop()
             self._layer_steps.clear()
+            for staged in self._staged:  # a layer already in the viewer is left complete
+                staged.complete()
             self._segment_worker = None
         self._poll.stop()

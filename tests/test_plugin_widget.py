@@ -314,6 +314,30 @@ def test_shutdown_while_layers_are_put_in(make_napari_viewer, qtbot, rgb_image, 
     assert started == [] and not any(name in viewer.layers for name in OWN_LAYERS)
 
 
+def test_shutdown_midway_leaves_the_layers_already_in_complete(make_napari_viewer, qtbot, rgb_image, rgb_model):
+    """The widget closes after the first layer went in but before its controls and tools came: that
+    layer is completed (painting tools, controls, shown as asked) and no further layer comes."""
+    from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
+
+    viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
+    widget.model, widget.model_source = rgb_model, "test"
+    widget.start_segmentation()
+    widget._layer_timer.stop()  # drive the steps by hand: build and insert the first layer only
+    widget._next_layer_step()
+    widget._layer_timer.stop()
+    widget._next_layer_step()
+    widget._layer_timer.stop()
+    assert PERSISTENT_NAME in viewer.layers and SEGMENTS_NAME not in viewer.layers
+    layer = viewer.layers[PERSISTENT_NAME]
+    assert not set(DEFERRED_OVERLAYS) & set(layer._overlays)
+    widget.shutdown()
+    qtbot.wait(100)
+    assert set(DEFERRED_OVERLAYS) <= set(layer._overlays)
+    assert isinstance(viewer.window._qt_viewer.controls.widgets[layer], QtLabelsControls)
+    assert layer.visible is False  # the persistent layer is asked for hidden
+    assert SEGMENTS_NAME not in viewer.layers and MASK_NAME not in viewer.layers and not widget.segmenting
+
+
 def test_stack_current_slice_first_and_stack_export(make_napari_viewer, qtbot, grey_stack, grey_model, tmp_path, notes):
     viewer, image, widget = make_widget(make_napari_viewer, grey_stack)
     widget.model, widget.model_source = grey_model, "test"
