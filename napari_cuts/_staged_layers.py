@@ -19,13 +19,16 @@ zero-interval timer):
 The layer is complete once step 5 has run. If it is selected before that (the
 user clicks it in the layer list within those few turns), the rest is done at
 once. These tricks rely on napari internals (``Layer._overlays``,
-``LayerList._activate_on_insert``, the viewer window's layer-controls container);
-with a napari that lacks them the steps fall back to napari's own one-go insert,
-which only costs time.
+``LayerList._activate_on_insert``, the viewer window's layer-controls container).
+napari warns that a plugin's access to private attributes will end (not before
+napari 0.10); those warnings are silenced here, and where napari lacks or refuses
+an internal, that part falls back to napari's own one-go insert, which only costs
+time.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
@@ -40,26 +43,52 @@ DEFERRED_OVERLAYS = ("polygon", "brush_stroke")
 
 
 @contextmanager
+def _quiet_private_access() -> Iterator[None]:
+    """Silence napari's warning about a plugin reading private attributes (we know; see above)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Private attribute access", category=FutureWarning)
+        yield
+
+
+def _private(obj: Any, name: str) -> Any:
+    """``obj.name``, or None where it is missing or napari refuses a plugin's private access."""
+    try:
+        with _quiet_private_access():
+            return getattr(obj, name)
+    except Exception:
+        return None
+
+
+def _set_private(obj: Any, name: str, value: Any) -> bool:
+    """Set ``obj.name``; False where napari refuses."""
+    try:
+        with _quiet_private_access():
+            setattr(obj, name, value)
+    except Exception:
+        return False
+    return True
+
+
+@contextmanager
 def _inserted_without_selecting(layers: Any) -> Iterator[None]:
     """While active, inserting into napari's LayerList does not select the new layer."""
-    if not hasattr(layers, "_activate_on_insert"):
-        yield
-        return
-    before = layers._activate_on_insert
-    layers._activate_on_insert = False
+    before = _private(layers, "_activate_on_insert")
+    switched = isinstance(before, bool) and _set_private(layers, "_activate_on_insert", False)
     try:
         yield
     finally:
-        layers._activate_on_insert = before
+        if switched:
+            _set_private(layers, "_activate_on_insert", before)
 
 
-def _controls_container(viewer: Any) -> Any:
-    """napari's layer-controls container of ``viewer``'s window, if it has the expected shape."""
-    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+def _controls_adder(viewer: Any) -> tuple[Any, Any]:
+    """napari's layer-controls container of ``viewer``'s window and its ``_add``, or ``(None, None)``."""
+    qt_viewer = _private(getattr(viewer, "window", None), "_qt_viewer")
     controls = getattr(qt_viewer, "controls", None)
-    if callable(getattr(controls, "_add", None)) and isinstance(getattr(controls, "widgets", None), dict):
-        return controls
-    return None
+    add = _private(controls, "_add")
+    if callable(add) and isinstance(getattr(controls, "widgets", None), dict):
+        return controls, add
+    return None, None
 
 
 class StagedLabels:
@@ -86,6 +115,7 @@ class StagedLabels:
         self._detached: dict[str, Any] = {}
         self._controls: Any = None  # napari's controls container, while this layer's controls are pending
         self._placeholder: Any = None
+        self._controls_add: Any = None
         self._listening = False
         self._visible = bool(kwargs.pop("visible", True))
 
@@ -98,7 +128,7 @@ class StagedLabels:
         from napari.layers import Labels
 
         self.layer = Labels(self._data, visible=False, **self._kwargs)
-        overlays = getattr(self.layer, "_overlays", None)
+        overlays = _private(self.layer, "_overlays")
         if overlays is not None and hasattr(overlays, "pop"):
             for key in DEFERRED_OVERLAYS:
                 if key in overlays:
@@ -106,11 +136,11 @@ class StagedLabels:
 
     def _insert(self) -> None:
         layers = self.viewer.layers
-        controls = _controls_container(self.viewer)
+        controls, add = _controls_adder(self.viewer)
         with ExitStack() as stack:
             stack.enter_context(_inserted_without_selecting(layers))
             if controls is not None:  # its controls are built in the next step
-                stack.enter_context(layers.events.inserted.blocker(controls._add))
+                stack.enter_context(layers.events.inserted.blocker(add))
             layers.append(self.layer)
         if controls is not None:
             # until then an empty placeholder stands in, so that napari finds an entry for the layer
@@ -120,7 +150,7 @@ class StagedLabels:
             self._placeholder = QWidget()
             controls.addWidget(self._placeholder)
             controls.widgets[self.layer] = self._placeholder
-            self._controls = controls
+            self._controls, self._controls_add = controls, add
         if self._detached or self._controls is not None:
             layers.selection.events.changed.connect(self._on_selection)
             self._listening = True
@@ -131,7 +161,7 @@ class StagedLabels:
         placeholder, self._placeholder = self._placeholder, None
         if controls is not None and controls.widgets.get(self.layer) is placeholder:
             del controls.widgets[self.layer]
-            controls._add(SimpleNamespace(value=self.layer))
+            self._controls_add(SimpleNamespace(value=self.layer))
             if controls.currentWidget() is placeholder and self.layer in controls.widgets:
                 controls.setCurrentWidget(controls.widgets[self.layer])
             controls.removeWidget(placeholder)

@@ -90,6 +90,50 @@ def test_removing_the_layer_early_is_harmless(make_napari_viewer):
     assert "staged" not in viewer.layers and staged.layer not in viewer.window._qt_viewer.controls.widgets
 
 
+def test_through_naparis_plugin_proxy_without_warnings(make_napari_viewer):
+    """napari hands plugin widgets a proxy that warns on private access: the steps stay quiet."""
+    import warnings
+
+    from napari.utils._proxies import PublicOnlyProxy
+    from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 40)), name="img")
+    proxy = PublicOnlyProxy(viewer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        staged, _ = _staged(proxy)
+        steps = staged.steps()
+        steps[0]()
+        steps[1]()
+        controls = viewer.window._qt_viewer.controls
+        assert not isinstance(controls.widgets[viewer.layers["staged"]], QtLabelsControls)  # deferred
+        for step in steps[2:]:
+            step()
+    layer = viewer.layers["staged"]
+    assert isinstance(controls.widgets[layer], QtLabelsControls)
+    assert set(DEFERRED_OVERLAYS) <= set(layer._overlays) and layer.visible
+
+
+def test_where_napari_refuses_private_access_it_inserts_the_plain_way(make_napari_viewer, monkeypatch):
+    from napari.utils._proxies import PublicOnlyProxy
+    from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
+
+    def refuse(name, typ):
+        raise AttributeError(f"private attribute {name} of {typ} is not available to plugins")
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 40)), name="img")
+    monkeypatch.setattr(PublicOnlyProxy, "_private_attr_warning", staticmethod(refuse))
+    staged, got = _staged(PublicOnlyProxy(viewer))
+    for step in staged.steps():
+        step()
+    layer = viewer.layers["staged"]
+    assert got and viewer.layers.selection.active is layer  # napari's own insert selects it
+    assert isinstance(viewer.window._qt_viewer.controls.widgets[layer], QtLabelsControls)
+    assert set(DEFERRED_OVERLAYS) <= set(layer._overlays) and layer.visible
+
+
 def test_selection_switch_is_restored_and_optional():
     """The no-selection switch is put back even after an error, and is skipped where napari lacks it."""
     from types import SimpleNamespace
