@@ -72,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import napari
 
+    from napari_cuts._widget import _warm_up_engine
+
+    # load torch and the engine while napari builds its window: the import's pauses (garbage
+    # collections of the whole heap) then fall before the window takes input, not after
+    _warm_up_engine()
     viewer = napari.Viewer(title="CUTS")
     setup_viewer(viewer, args.images, segment=not args.no_segment)
     napari.run()
