@@ -24,4 +24,4 @@ python -m pip install -q "torch==2.13.0" -e ".[testing]"
 # 3. The whole suite on PyQt5, then the GUI tests again on PyQt6 (qtpy picks the binding from QT_API).
 python -m pytest -q "$@"
 python -m pip install -q "PyQt6>=6.5"
-QT_API=pyqt6 python -m pytest -q tests/test_plugin_widget.py "$@"
+QT_API=pyqt6 python -m pytest -q tests/test_plugin_widget.py tests/test_plugin_staged_layers.py "$@"
