@@ -16,9 +16,10 @@ zero-interval timer):
 5. put the brush overlay back;
 6. show it (unless it was asked for hidden): its first draw is a turn of its own.
 
-The layer is complete once step 5 has run. If it is selected before that (the
-user clicks it in the layer list within those few turns), the rest is done at
-once. These tricks rely on napari internals (``Layer._overlays``,
+Its controls and painting tools are in place once step 5 has run. If it is
+selected before that (the user clicks it in the layer list within those few
+turns), they are put in at once; :meth:`StagedLabels.complete` does all that is
+left (the widget calls it when it closes midway). These tricks rely on napari internals (``Layer._overlays``,
 ``LayerList._activate_on_insert``, the viewer window's layer-controls container).
 napari warns that a plugin's access to private attributes will end (not before
 napari 0.10); those warnings are silenced here, and where napari lacks or refuses
