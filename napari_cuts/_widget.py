@@ -834,6 +834,10 @@ class CutsWidget(QWidget):
                 return staged.steps()
 
             def reset() -> None:
+                if name not in self.viewer.layers:  # removed since the steps were planned: in one go
+                    on_ready(self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
+                                                    metadata=dict(meta), **kwargs))
+                    return
                 layer = self.viewer.layers[name]
                 same = layer.data.shape == data.shape and layer.data.dtype == data.dtype
                 if same and tuple(layer.scale) == scale and tuple(layer.translate) == translate:

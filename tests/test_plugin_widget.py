@@ -338,6 +338,18 @@ def test_shutdown_midway_leaves_the_layers_already_in_complete(make_napari_viewe
     assert SEGMENTS_NAME not in viewer.layers and MASK_NAME not in viewer.layers and not widget.segmenting
 
 
+def test_a_layer_removed_before_its_reset_step_is_made_again(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
+    viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
+    widget.model, widget.model_source = rgb_model, "test"
+    widget.start_segmentation()
+    wait_segmenting(qtbot, widget)
+    widget.start_segmentation()  # plans "reset" steps for the three existing layers
+    del viewer.layers[SEGMENTS_NAME]  # the user deletes one before its step runs
+    wait_segmenting(qtbot, widget)
+    assert not [n for n in notes if n[0] == "error"], notes
+    assert SEGMENTS_NAME in viewer.layers and viewer.layers[SEGMENTS_NAME].data.max() >= 1
+
+
 def test_stack_current_slice_first_and_stack_export(make_napari_viewer, qtbot, grey_stack, grey_model, tmp_path, notes):
     viewer, image, widget = make_widget(make_napari_viewer, grey_stack)
     widget.model, widget.model_source = grey_model, "test"
