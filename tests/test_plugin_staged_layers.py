@@ -48,13 +48,19 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     layer.mode = "pan_zoom"
 
 
-def test_selecting_the_layer_early_completes_it_at_once(make_napari_viewer):
+def _inserted_not_complete(make_napari_viewer):
+    """A viewer with an image and a staged layer that is built and inserted, nothing more yet."""
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 40)), name="img")
     staged, _ = _staged(viewer)
     steps = staged.steps()
     steps[0]()
     steps[1]()
+    return viewer, staged, steps[2:]
+
+
+def test_selecting_the_layer_early_completes_it_at_once(make_napari_viewer):
+    viewer, staged, rest = _inserted_not_complete(make_napari_viewer)
     assert not set(DEFERRED_OVERLAYS) & set(staged.layer._overlays)
     from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
 
@@ -64,7 +70,7 @@ def test_selecting_the_layer_early_completes_it_at_once(make_napari_viewer):
     assert isinstance(controls.widgets[staged.layer], QtLabelsControls)
     assert controls.currentWidget() is controls.widgets[staged.layer]
     staged.layer.mode = "paint"
-    for step in steps[2:]:  # the remaining steps are harmless
+    for step in rest:  # the remaining steps are harmless
         step()
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
 
@@ -78,14 +84,9 @@ def test_a_layer_asked_for_hidden_stays_hidden(make_napari_viewer):
 
 
 def test_removing_the_layer_early_is_harmless(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((32, 40)), name="img")
-    staged, _ = _staged(viewer)
-    steps = staged.steps()
-    steps[0]()
-    steps[1]()
+    viewer, staged, rest = _inserted_not_complete(make_napari_viewer)
     viewer.layers.remove(staged.layer)  # before its controls were built: napari finds the placeholder
-    for step in steps[2:]:
+    for step in rest:
         step()
     assert "staged" not in viewer.layers and staged.layer not in viewer.window._qt_viewer.controls.widgets
 
