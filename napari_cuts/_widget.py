@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 
 from napari_cuts._io import export_mask, format_from_path, physical_pixel_area
 from napari_cuts._mask_editor import MaskEditor, mode_from_modifiers
-from napari_cuts._resample import describe_working_resolution, working_shape
+from napari_cuts._resample import describe_working_resolution
 from napari_cuts._staged_layers import StagedLabels
 from napari_cuts._session import (
     ProgressBox,
