@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -21,24 +22,27 @@ import numpy as np
 
 from napari_cuts._resample import NearestUpsampler, downsample, working_shape
 
-#: Default level shown after segmenting: the finest level with at most this many segments.
+#: Default level shown after segmenting: the one whose number of segments is nearest this.
 DEFAULT_TARGET_SEGMENTS = 12
 
 
 # ----------------------------------------------------------------------------- levels
-
-
 def clamp_level(level: int, n_levels: int) -> int:
     return int(min(max(int(level), 0), max(n_levels - 1, 0)))
 
 
 def default_level(n_segments: Sequence[int], target: int = DEFAULT_TARGET_SEGMENTS) -> int:
-    """Finest level with at most ``target`` segments (the coarsest if none has)."""
-    counts = list(n_segments)
-    for lv, n in enumerate(counts):
-        if n <= target:
-            return lv
-    return max(len(counts) - 1, 0)
+    """Level whose number of segments is nearest ``target`` by ratio (the finer one on a tie).
+
+    By ratio, not difference: with levels of 34 and 3 segments (condensation can
+    merge many segments in one step) and a target of 12, 34 (x2.8) is nearer than
+    3 (x1/4), so the first view is not an almost empty map.
+    """
+    counts = [max(int(n), 1) for n in n_segments]
+    if not counts:
+        return 0
+    distance = [abs(math.log(n / target)) for n in counts]
+    return min(range(len(counts)), key=lambda lv: (distance[lv], lv))
 
 
 def compact_labels(labels: np.ndarray) -> np.ndarray:

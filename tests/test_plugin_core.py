@@ -137,6 +137,11 @@ def test_segmentation_cache_and_regions():
 def test_default_level_and_slice_order():
     assert default_level([80, 40, 20, 10, 5, 2]) == 3
     assert default_level([80, 40]) == 1
+    # nearest by ratio: a big merge step (34 -> 3 segments) does not make the first view almost empty
+    assert default_level([103, 59, 34, 3, 2]) == 2
+    assert default_level([24, 6]) == 0  # x2 and x1/2 tie: the finer level
+    assert default_level([5, 3, 1]) == 0  # all coarser than the target: the finest
+    assert default_level([0]) == 0 and default_level([]) == 0
     assert slice_order(5, 2) == [2, 3, 1, 4, 0]
     assert slice_order(1, 0) == [0]
 
