@@ -349,6 +349,9 @@ class CutsWidget(QWidget):
         v.addWidget(self.export_button)
         outer.addWidget(box)
         outer.addStretch(1)
+        # room for the vertical scroll bar: on a short screen it appears, and the panel must not
+        # then cut off its right edge (there is no horizontal scrolling)
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
 
     # ================================================================== image choice
     def _image_layers(self) -> list[Image]:
