@@ -499,3 +499,18 @@ def test_sample_data_and_default_encoder_launch(make_napari_viewer, qtbot):
     assert time.perf_counter() - t0 < 120
     widget.step_level(+1)
     assert cuts is not None
+
+
+def test_panel_is_not_cut_off_when_its_scroll_bar_appears(make_napari_viewer, qtbot):
+    """On a short screen the panel scrolls vertically; its right edge must stay visible."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer()
+    widget = CutsWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.resize(widget.minimumSizeHint().width(), 250)
+    widget.show()
+    scroll = widget.findChild(QScrollArea)
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().isVisible(), timeout=5_000)
+    inner = scroll.widget()
+    assert inner.width() <= scroll.viewport().width()
