@@ -18,7 +18,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QFrame,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -140,6 +141,23 @@ def _warm_up_engine() -> None:
     _WARM_UP_THREAD.start()
 
 
+class _PanelScrollArea(QScrollArea):
+    """The panel's vertical scroll area: never narrower than its content plus a scroll bar.
+
+    On a short screen the vertical scroll bar appears; as there is no horizontal
+    scrolling, the panel must then keep room for the bar rather than cut off its
+    right edge. Computed when asked, so it follows napari's style sheet.
+    """
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        inner = self.widget()
+        if inner is None:
+            return hint
+        width = inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+        return QSize(max(hint.width(), width), hint.height())
+
+
 class CutsWidget(QWidget):
     """Dock widget: train/load an encoder, segment, pick granularity, click to mask, export."""
 
@@ -189,7 +207,7 @@ class CutsWidget(QWidget):
     def _build_ui(self) -> None:
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
+        scroll = _PanelScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -202,6 +220,8 @@ class CutsWidget(QWidget):
         box = QGroupBox("1. Image")
         form = QFormLayout(box)
         self.image_combo = QComboBox()
+        self.image_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.image_combo.setMinimumContentsLength(12)
         self.image_combo.setToolTip("Image layer to segment (2-D grey or RGB, or a stack of slices).")
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         form.addRow("Layer", self.image_combo)
@@ -241,7 +261,7 @@ class CutsWidget(QWidget):
         v.addLayout(row)
 
         form = QFormLayout()
-        budget_row = QHBoxLayout()
+        budget_row = QGridLayout()
         self.budget_steps = QRadioButton("steps")
         self.budget_time = QRadioButton("seconds")
         self.budget_steps.setChecked(True)
@@ -255,13 +275,15 @@ class CutsWidget(QWidget):
         self.seconds_spin.setRange(1, 86_400)
         self.seconds_spin.setValue(60)
         self.seconds_spin.setSuffix(" s")
-        budget_row.addWidget(self.budget_steps)
-        budget_row.addWidget(self.steps_spin)
-        budget_row.addWidget(self.budget_time)
-        budget_row.addWidget(self.seconds_spin)
+        budget_row.addWidget(self.budget_steps, 0, 0)
+        budget_row.addWidget(self.steps_spin, 0, 1)
+        budget_row.addWidget(self.budget_time, 1, 0)
+        budget_row.addWidget(self.seconds_spin, 1, 1)
+        budget_row.setColumnStretch(1, 1)
         form.addRow("Budget", budget_row)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setMinimumWidth(self.seed_spin.fontMetrics().horizontalAdvance("0000000") + 40)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
         self.device_combo.setToolTip("auto: CUDA if available, then Apple MPS, then CPU.")
@@ -349,9 +371,6 @@ class CutsWidget(QWidget):
         v.addWidget(self.export_button)
         outer.addWidget(box)
         outer.addStretch(1)
-        # room for the vertical scroll bar: on a short screen it appears, and the panel must not
-        # then cut off its right edge (there is no horizontal scrolling)
-        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
 
     # ================================================================== image choice
     def _image_layers(self) -> list[Image]:

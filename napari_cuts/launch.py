@@ -68,6 +68,37 @@ def setup_viewer(viewer: Any, paths: Sequence[str] = (), *, segment: bool = True
     return widget
 
 
+#: the window size the launcher aims for (logical pixels), within 90 % of the screen
+WINDOW_TARGET = (1600, 1000)
+
+
+def fit_window(window: Any, screen: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int] | None:
+    """Grow napari's window to a comfortable size on the screen, centred; never shrink it.
+
+    napari opens at about 1090x630 on a first launch: with its own panels and the
+    CUTS panel docked, that leaves the image a narrow strip. ``screen`` is the
+    available ``(left, top, width, height)`` (default: the primary screen's).
+    Returns the geometry set, or None when the window was left as it is.
+    """
+    if screen is None:
+        from qtpy.QtWidgets import QApplication
+
+        primary = QApplication.primaryScreen()
+        if primary is None:
+            return None
+        avail = primary.availableGeometry()
+        screen = (avail.left(), avail.top(), avail.width(), avail.height())
+    left, top, sw, sh = screen
+    _, _, width, height = window.geometry()
+    new_w = max(width, min(WINDOW_TARGET[0], int(sw * 0.9)))
+    new_h = max(height, min(WINDOW_TARGET[1], int(sh * 0.9)))
+    if (new_w, new_h) == (width, height):
+        return None
+    geometry = (left + max(0, (sw - new_w) // 2), top + max(0, (sh - new_h) // 2), new_w, new_h)
+    window.set_geometry(*geometry)
+    return geometry
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import napari
@@ -78,7 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collections of the whole heap) then fall before the window takes input, not after
     _warm_up_engine()
     viewer = napari.Viewer(title="CUTS")
+    fit_window(viewer.window)
     setup_viewer(viewer, args.images, segment=not args.no_segment)
+    # napari fitted the image to the canvas before the CUTS panel took its share of the window:
+    # fit it again once the window is laid out
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, viewer.reset_view)
     napari.run()
     return 0
 

@@ -350,3 +350,31 @@ def test_import_is_light():
     code = "import sys, napari_cuts; print(any(m in sys.modules for m in ('torch', 'qtpy', 'napari')))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- launcher window size
+class _FakeWindow:
+    def __init__(self, geometry):
+        self._geometry = tuple(geometry)
+        self.calls = []
+
+    def geometry(self):
+        return self._geometry
+
+    def set_geometry(self, *geometry):
+        self.calls.append(geometry)
+        self._geometry = geometry
+
+
+def test_fit_window_grows_and_centres_but_never_shrinks():
+    from napari_cuts.launch import fit_window
+
+    win = _FakeWindow((10, 10, 1089, 633))  # napari's first-launch size
+    assert fit_window(win, (0, 0, 1920, 1080)) == (160, 54, 1600, 972)
+    assert win.calls == [(160, 54, 1600, 972)]
+    # a small screen: 90 % of it, but not narrower than the window already is
+    win = _FakeWindow((0, 0, 1089, 633))
+    assert fit_window(win, (0, 25, 1024, 768)) == (0, 63, 1089, 691)
+    # already large enough (the user's own size, restored by napari): left alone
+    win = _FakeWindow((0, 0, 1700, 1050))
+    assert fit_window(win, (0, 0, 1920, 1080)) is None and win.calls == []
