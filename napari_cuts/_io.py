@@ -225,6 +225,25 @@ def export_mask(
     return write_nifti(path, data, metadata=metadata, scale=scale, overwrite=overwrite)
 
 
+def _lengths_mm(metadata: dict | None, scale: Sequence[float], units: Any, n: int) -> list[float] | None:
+    """Length in mm of one step along each of the last ``n`` axes, from NIfTI or napari units."""
+    steps = [float(v) for v in scale[-n:]]
+    info = (metadata or {}).get(NIFTI_KEY)
+    if info:
+        factor = cio.NIFTI_UNIT_TO_MM.get(info.get("unit", "mm"), 1.0)
+        return [v * factor for v in steps]
+    if units is not None:
+        try:
+            import pint  # noqa: F401
+
+            axes = list(units)[-n:]
+            if len(axes) == n and all(str(u) not in ("pixel", "") for u in axes):
+                return [v * float((1 * u).to("mm").magnitude) for v, u in zip(steps, axes)]
+        except Exception:  # units that are not lengths
+            pass
+    return None
+
+
 def physical_pixel_area(metadata: dict | None, scale: Sequence[float] | None, units: Any = None) -> float | None:
     """Area of one pixel in mm², or ``None`` when the layer has no physical scale.
 
@@ -234,25 +253,26 @@ def physical_pixel_area(metadata: dict | None, scale: Sequence[float] | None, un
     """
     if scale is None or len(scale) < 2:
         return None
+    lengths = _lengths_mm(metadata, scale, units, 2)
+    if lengths is not None:
+        return lengths[0] * lengths[1]
     sy, sx = float(scale[-2]), float(scale[-1])
-    info = (metadata or {}).get(NIFTI_KEY)
-    if info:
-        factor = cio.NIFTI_UNIT_TO_MM.get(info.get("unit", "mm"), 1.0)
-        return sy * sx * factor * factor
-    if units is not None:
-        try:
-            import pint  # noqa: F401
-
-            uy, ux = units[-2], units[-1]
-            if str(uy) not in ("pixel", "") and str(ux) not in ("pixel", ""):
-                fy = float((1 * uy).to("mm").magnitude)
-                fx = float((1 * ux).to("mm").magnitude)
-                return sy * sx * fy * fx
-        except Exception:  # units that are not lengths: fall back to the scale rule
-            pass
     if sy == 1.0 and sx == 1.0:
         return None
     return sy * sx
+
+
+def physical_voxel_volume(metadata: dict | None, scale: Sequence[float] | None, units: Any = None) -> float | None:
+    """Volume of one voxel of a ``(Z, H, W)`` stack in mm³, or ``None`` when that is not known.
+
+    Only for a real volume: a NIfTI scan (its slice spacing is physical) or a
+    layer whose napari ``units`` are lengths on all three axes. A stack with a
+    bare ``scale`` may be a series of unrelated slices, so it gets no volume.
+    """
+    if scale is None or len(scale) < 3:
+        return None
+    lengths = _lengths_mm(metadata, scale, units, 3)
+    return None if lengths is None else lengths[0] * lengths[1] * lengths[2]
 
 
 # ----------------------------------------------------------------------------- npe2 hooks

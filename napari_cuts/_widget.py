@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cuts._io import export_mask, format_from_path, physical_pixel_area
+from napari_cuts._io import export_mask, format_from_path, physical_pixel_area, physical_voxel_volume
 from napari_cuts._mask_editor import MaskEditor, mode_from_modifiers
 from napari_cuts._resample import describe_working_resolution
 from napari_cuts._staged_layers import StagedLabels
@@ -1125,6 +1125,17 @@ class CutsWidget(QWidget):
             per_px = physical_pixel_area(layer.metadata, layer.scale, getattr(layer, "units", None))
         return px, (px * per_px if per_px is not None else None)
 
+    def mask_volume(self) -> tuple[int, float | None]:
+        """(voxels, mm³ or None) of the mask over the whole stack (a volume only for real scans)."""
+        if self.editor is None:
+            return 0, None
+        total = self.editor.area()
+        layer = self._source_layer or self._own(MASK_NAME)
+        per_voxel = None
+        if layer is not None and self.editor.is_stack:
+            per_voxel = physical_voxel_volume(layer.metadata, layer.scale, getattr(layer, "units", None))
+        return total, (total * per_voxel if per_voxel is not None else None)
+
     def _update_mask_ui(self) -> None:
         ed = self.editor
         self.undo_button.setEnabled(bool(ed and ed.can_undo))
@@ -1139,7 +1150,8 @@ class CutsWidget(QWidget):
         if mm2 is not None:
             text += f" = {mm2:.2f} mm²"
         if ed.is_stack:
-            text += f" on this slice; {ed.area()} px in the stack"
+            total, mm3 = self.mask_volume()
+            text += f" on this slice; {total} px" + (f" = {mm3:.1f} mm³" if mm3 is not None else "") + " in the stack"
         self.area_label.setText(text)
 
     # ================================================================== export

@@ -310,6 +310,21 @@ def test_physical_pixel_area_rules():
     assert _io.physical_pixel_area(meta, (1000.0, 1000.0)) == pytest.approx(1.0)
 
 
+def test_physical_voxel_volume_only_for_real_volumes():
+    # a NIfTI scan: its slice spacing is physical (here in microns)
+    assert _io.physical_voxel_volume({"nifti": {"unit": "micron"}}, (3000.0, 500.0, 500.0)) == pytest.approx(0.75)
+    assert _io.physical_voxel_volume({"nifti": {"unit": "mm"}}, (3.0, 0.5, 0.5)) == pytest.approx(0.75)
+    # napari length units on all three axes
+    import pint
+
+    ureg = pint.get_application_registry()
+    assert _io.physical_voxel_volume({}, (2.0, 0.1, 0.1), (ureg.mm, ureg.cm, ureg.cm)) == pytest.approx(2.0)
+    # a bare scale may be a series of unrelated slices; 2-D layers have no volume
+    assert _io.physical_voxel_volume({}, (1.0, 0.5, 0.5)) is None
+    assert _io.physical_voxel_volume({}, (1.0, 0.5, 0.5), ("pixel", "pixel", "pixel")) is None
+    assert _io.physical_voxel_volume({"nifti": {"unit": "mm"}}, (0.5, 0.5)) is None
+
+
 def test_npe2_writers_write_atomically(tmp_path):
     mask = np.zeros((10, 12), np.uint8)
     mask[2:5, 3:7] = 1

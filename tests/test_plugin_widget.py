@@ -374,6 +374,7 @@ def test_stack_current_slice_first_and_stack_export(make_napari_viewer, qtbot, g
     press(viewer.layers[MASK_NAME], (2, 16, 16))
     assert widget.editor.area(2) > 0 and widget.editor.area(0) == 0 == widget.editor.area(1)
     assert "in the stack" in widget.area_label.text()
+    assert "mm³" not in widget.area_label.text()  # a bare stack of slices has no physical volume
 
     # moving to another slice shows its own labels at the current level
     viewer.dims.set_current_step(0, 0)
@@ -514,3 +515,20 @@ def test_panel_is_not_cut_off_when_its_scroll_bar_appears(make_napari_viewer, qt
     qtbot.waitUntil(lambda: scroll.verticalScrollBar().isVisible(), timeout=5_000)
     inner = scroll.widget()
     assert inner.width() <= scroll.viewport().width()
+
+
+def test_nifti_stack_shows_mask_volume_in_mm3(make_napari_viewer, qtbot, grey_stack, grey_model):
+    viewer, image, widget = make_widget(
+        make_napari_viewer, grey_stack, scale=(3.0, 0.5, 0.5), metadata={"nifti": {"unit": "mm"}}
+    )
+    widget.model, widget.model_source = grey_model, "test"
+    viewer.dims.set_current_step(0, 2)
+    widget.start_segmentation()
+    wait_segmenting(qtbot, widget)
+    widget.set_level(0)
+    widget.click_world((6.0, 8.0, 8.0))  # world mm: slice 2, pixel (16, 16)
+    px, total = widget.editor.area(2), widget.editor.area()
+    assert px > 0 and total == px
+    text = widget.area_label.text()
+    assert f"Mask: {px} px = {px * 0.25:.2f} mm² on this slice" in text
+    assert f"{total} px = {total * 0.75:.1f} mm³ in the stack" in text
