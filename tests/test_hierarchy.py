@@ -346,3 +346,25 @@ def test_shared_atoms_give_the_same_results(data, hier):
         condense(emb[:20], atoms=atoms)
     with pytest.raises(ValueError, match="atoms were built for"):
         spectral_kmeans(emb[:, :20], 4, atoms=atoms)
+
+
+def test_max_drop_spreads_a_collapse_over_several_levels():
+    """Three tight groups of 20 points: full diffusion steps jump from 56 clusters to 3."""
+    from cuts.condensation import condense_atoms
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 5
+    x = np.concatenate([c + 0.05 * rng.normal(size=(20, 8)) for c in centres])
+    counts = [
+        [np.unique(p).size for p in condense_atoms(x, np.ones(60), max_segments=80, max_drop=md).partitions]
+        for md in (None, 1.25)
+    ]
+    full, lazy = counts
+    assert any(a / b > 10 for a, b in zip(full, full[1:]))  # the collapse
+    assert len(lazy) > 3 * len(full)
+    # steps are halved at most 6 times, so the cut is not always within 1.25, but no jump is left
+    assert max(a / b for a, b in zip(lazy, lazy[1:])) < 2
+    assert lazy[0] == full[0] and lazy[-1] == full[-1] == 2
+    # the default of condense, and a bad value
+    with pytest.raises(ValueError, match="max_drop"):
+        condense(nested_image()[0], seed=0, max_drop=1.0)

@@ -231,6 +231,7 @@ def condense_atoms(
     growth: float = 1.25,
     weight_power: float = 1.0,
     alpha: float = 0.0,
+    max_drop: float | None = None,
     max_iter: int = 5000,
     callback: ProgressCallback | None = None,
     progress_span: tuple[int, int] = (0, 100),
@@ -253,6 +254,14 @@ def condense_atoms(
         Points closer than ``merge_ratio * sqrt(eps)`` merge.
     growth
         ``eps *= growth`` after an iteration without any merge.
+    alpha
+        Density normalisation: the kernel is ``K_ij / q_j**alpha`` (``q`` the weighted degree).
+    max_drop
+        Within the recorded range, a diffusion step that would cut the number of
+        clusters by more than this factor is replaced by the lazy step
+        ``x + tau (P x - x)``, ``tau`` halved (down to 1/64) until it does not, so
+        that one step does not jump from dozens of segments to a few. ``None``:
+        always the full step ``P x``.
     """
     import torch
 
@@ -346,12 +355,27 @@ def condense_atoms(
             q = (kern @ wk) ** alpha
             kern = kern / q[None, :]  # row scaling by q_i cancels in the row normalisation
         kern = kern * wk[None, :]
-        x = (kern @ x) / kern.sum(1, keepdim=True)
+        moved = (kern @ x) / kern.sum(1, keepdim=True)
         del kern
         t += 1
-        d2 = sqd(x)
-        changed = False
         thr = (merge_ratio**2) * eps
+        # within the recorded range, a step that would cut the number of clusters by more than
+        # max_drop is replaced by a lazy one, x + tau (P x - x), tau halved until it does not
+        tau = 1.0
+        while True:
+            cand = moved if tau == 1.0 else x + tau * (moved - x)
+            d2 = sqd(cand)
+            if max_drop is None or tau < 1.0 / 64 or not 2 < x.shape[0] <= max_segments:
+                break
+            close = torch.triu(d2 < thr, diagonal=1)
+            if not bool(close.any()):
+                break
+            ij = torch.nonzero(close).numpy()
+            if _components(ij[:, 0], ij[:, 1], x.shape[0])[0] * max_drop >= x.shape[0]:
+                break
+            tau /= 2
+        x = cand
+        changed = False
         close = torch.triu(d2 < thr, diagonal=1)
         if bool(close.any()):
             ij = torch.nonzero(close).numpy()

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "merge_ratio": 0.1,
     "growth": 1.25,
     "alpha": 0.5,
+    "max_drop": 1.25,
     "persistence": "iterations",
     "connected": True,
 }
@@ -509,6 +510,8 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"option {name} must be positive; got {opts[name]!r}")
     if not 0.0 <= float(opts["alpha"]) <= 1.0:
         raise ValueError(f"option alpha must be in [0, 1]; got {opts['alpha']!r}")
+    if opts["max_drop"] is not None and not float(opts["max_drop"]) > 1.0:
+        raise ValueError(f"option max_drop must be > 1 (or None for full steps); got {opts['max_drop']!r}")
     if not float(opts["growth"]) > 1.0:
         raise ValueError(f"option growth must be > 1; got {opts['growth']!r}")
     if not 0.0 <= float(opts["min_segment_fraction"]) < 0.5:
@@ -573,6 +576,13 @@ def condense(
             weighted degree (0 = plain Gaussian kernel of the paper; 1 = fully
             density-independent diffusion). 0.5 keeps small dense structures from being
             swallowed by large ones.
+        ``max_drop`` (1.25)
+            Once at most ``max_segments`` clusters remain, one diffusion step may
+            cut their number by at most this factor: a step that would merge more
+            (condensation can collapse a large, even region at once, so the slider
+            would jump from dozens of segments to a few) is replaced by a lazy step
+            ``X + tau (P X - X)``, ``tau`` halved (down to 1/64) until it merges
+            less. ``None``: always full steps.
         ``persistence`` ("iterations")
             Unit of persistence for :meth:`Hierarchy.persistent`:
             ``"iterations"`` (paper) or ``"levels"`` (kept levels).
@@ -619,6 +629,7 @@ def condense(
         merge_ratio=float(opts["merge_ratio"]),
         growth=float(opts["growth"]),
         alpha=float(opts["alpha"]),
+        max_drop=None if opts["max_drop"] is None else float(opts["max_drop"]),
         callback=callback,
         progress_span=(40, 95),
         cancel=cancel,
