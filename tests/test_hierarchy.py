@@ -362,7 +362,7 @@ def test_max_drop_spreads_a_collapse_over_several_levels():
     full, lazy = counts
     assert any(a / b > 10 for a, b in zip(full, full[1:]))  # the collapse
     assert len(lazy) > 3 * len(full)
-    # steps are halved at most 6 times, so the cut is not always within 1.25, but no jump is left
+    # steps are halved at most 7 times, so the cut is not always within 1.25, but no jump is left
     assert max(a / b for a, b in zip(lazy, lazy[1:])) < 2
     assert lazy[0] == full[0] and lazy[-1] == full[-1] == 2
     # the default of condense, and a bad value

@@ -219,6 +219,17 @@ def _components(pairs_i: np.ndarray, pairs_j: np.ndarray, m: int) -> tuple[int, 
     return connected_components(g, directed=False)
 
 
+def _close_groups(d2, thr: float) -> tuple[int, np.ndarray] | None:
+    """``(n_groups, labels)``: connected components of the pairs with ``d2 < thr``; None if there are none."""
+    import torch
+
+    close = torch.triu(d2 < thr, diagonal=1)
+    if not bool(close.any()):
+        return None
+    ij = torch.nonzero(close).numpy()
+    return _components(ij[:, 0], ij[:, 1], d2.shape[0])
+
+
 def condense_atoms(
     coords: np.ndarray,
     counts: np.ndarray,
@@ -259,7 +270,7 @@ def condense_atoms(
     max_drop
         Within the recorded range, a diffusion step that would cut the number of
         clusters by more than this factor is replaced by the lazy step
-        ``x + tau (P x - x)``, ``tau`` halved (down to 1/64) until it does not, so
+        ``x + tau (P x - x)``, ``tau`` halved (at most 7 times) until it does not, so
         that one step does not jump from dozens of segments to a few. ``None``:
         always the full step ``P x``.
     """
@@ -359,30 +370,23 @@ def condense_atoms(
         del kern
         t += 1
         thr = (merge_ratio**2) * eps
+        n = x.shape[0]
+        d2 = sqd(moved)
+        groups = _close_groups(d2, thr)
         # within the recorded range, a step that would cut the number of clusters by more than
-        # max_drop is replaced by a lazy one, x + tau (P x - x), tau halved until it does not
-        tau = 1.0
-        while True:
-            cand = moved if tau == 1.0 else x + tau * (moved - x)
-            d2 = sqd(cand)
-            if max_drop is None or tau < 1.0 / 64 or not 2 < x.shape[0] <= max_segments:
-                break
-            close = torch.triu(d2 < thr, diagonal=1)
-            if not bool(close.any()):
-                break
-            ij = torch.nonzero(close).numpy()
-            if _components(ij[:, 0], ij[:, 1], x.shape[0])[0] * max_drop >= x.shape[0]:
-                break
+        # max_drop is replaced by a lazy one, x + tau (P x - x), tau halved (at most 7 times)
+        tau, cand = 1.0, moved
+        limited = max_drop is not None and 2 < n <= max_segments
+        while limited and groups is not None and groups[0] * max_drop < n and tau >= 1.0 / 64:
             tau /= 2
+            cand = x + tau * (moved - x)
+            d2 = sqd(cand)
+            groups = _close_groups(d2, thr)
         x = cand
         changed = False
-        close = torch.triu(d2 < thr, diagonal=1)
-        if bool(close.any()):
-            ij = torch.nonzero(close).numpy()
-            n_groups, labels = _components(ij[:, 0], ij[:, 1], x.shape[0])
-            if n_groups < x.shape[0]:
-                merge_groups(labels, n_groups, t)
-                changed = True
+        if groups is not None:
+            merge_groups(groups[1], groups[0], t)
+            changed = True
         else:
             eps *= growth
         # absorb clusters that are too small to be useful segments

@@ -581,7 +581,7 @@ def condense(
             cut their number by at most this factor: a step that would merge more
             (condensation can collapse a large, even region at once, so the slider
             would jump from dozens of segments to a few) is replaced by a lazy step
-            ``X + tau (P X - X)``, ``tau`` halved (down to 1/64) until it merges
+            ``X + tau (P X - X)``, ``tau`` halved (at most 7 times) until it merges
             less. ``None``: always full steps.
         ``persistence`` ("iterations")
             Unit of persistence for :meth:`Hierarchy.persistent`:
