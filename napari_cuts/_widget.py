@@ -1113,16 +1113,19 @@ class CutsWidget(QWidget):
         if self.editor.clear(z):
             self._refresh_mask()
 
+    def _physical(self, measure: Callable[..., float | None]) -> float | None:
+        """``measure(metadata, scale, units)`` of the layer the mask belongs to (mm² or mm³ per element)."""
+        layer = self._source_layer or self._own(MASK_NAME)
+        if layer is None:
+            return None
+        return measure(layer.metadata, layer.scale, getattr(layer, "units", None))
+
     def mask_area(self) -> tuple[int, float | None]:
         """(pixels, mm² or None) of the mask on the current slice."""
         if self.editor is None:
             return 0, None
-        z = self._current_z() if self.editor.is_stack else None
-        px = self.editor.area(z)
-        layer = self._source_layer or self._own(MASK_NAME)
-        per_px = None
-        if layer is not None:
-            per_px = physical_pixel_area(layer.metadata, layer.scale, getattr(layer, "units", None))
+        px = self.editor.area(self._current_z() if self.editor.is_stack else None)
+        per_px = self._physical(physical_pixel_area)
         return px, (px * per_px if per_px is not None else None)
 
     def mask_volume(self) -> tuple[int, float | None]:
@@ -1130,10 +1133,7 @@ class CutsWidget(QWidget):
         if self.editor is None:
             return 0, None
         total = self.editor.area()
-        layer = self._source_layer or self._own(MASK_NAME)
-        per_voxel = None
-        if layer is not None and self.editor.is_stack:
-            per_voxel = physical_voxel_volume(layer.metadata, layer.scale, getattr(layer, "units", None))
+        per_voxel = self._physical(physical_voxel_volume) if self.editor.is_stack else None
         return total, (total * per_voxel if per_voxel is not None else None)
 
     def _update_mask_ui(self) -> None:

@@ -95,7 +95,6 @@ def load_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
 def _segmentations(image: np.ndarray, emb: np.ndarray, methods: Sequence[str], seed: int) -> dict[str, Any]:
     from cuts import baselines
     from cuts.clustering import kmeans, spectral_kmeans
-
     from cuts.condensation import build_atoms
 
     out: dict[str, Any] = {}
