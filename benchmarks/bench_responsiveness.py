@@ -5,7 +5,9 @@
    react; the goal is that no gap exceeds 100 ms. Also shown: the main-thread
    time of each layer step of a Segment (napari builds each new Labels layer on
    the main thread) and the longest full garbage collection of each phase (it
-   holds the GIL over the whole heap, so it is a gap of its own).
+   holds the GIL over the whole heap, so it is a gap of its own). Last, a large
+   photo (scikit-image's 1411x1411 retina) is segmented at the widget's automatic
+   working size and shown at full size (``--skip-large`` leaves it out).
 2. Slider: time of one granularity-level change at 512x512 (goal <= 16 ms),
    measured in the widget's handler (``set_level``: label-map lookup, in-place
    copy into the layer, layer refresh) and, separately, including the redraw
@@ -95,7 +97,7 @@ def _synthetic_hierarchy(size: int, n_atoms: int = 1000, n_levels: int = 24, see
     return cuts.Hierarchy(atom_map, luts, persistence)
 
 
-def bench_event_loop(steps: int, size: int, device: str) -> tuple[list[tuple[str, dict, float, float, float]], dict[str, list[float]]]:
+def bench_event_loop(steps: int, size: int, device: str, large: bool = True) -> tuple[list[tuple[str, dict, float, float, float]], dict[str, list[float]]]:
     import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
@@ -158,6 +160,26 @@ def bench_event_loop(steps: int, size: int, device: str) -> tuple[list[tuple[str
     layer_steps["first"] = list(widget.layer_step_ms)
     run(f"segment ({size}x{size}, again)", widget.start_segmentation, lambda: widget.segmenting)
     layer_steps["again"] = list(widget.layer_step_ms)
+    if large:
+        # a large photo (scikit-image's retina, 1411x1411): segmented at the widget's automatic
+        # working size (512) and shown at full size; its label maps are 8 times the pixels
+        from napari_cuts._sample_data import retina_large
+
+        data, meta, _ = retina_large()[0]
+        big = viewer.add_image(data, **meta)
+        widget.set_image_layer(big)
+        for _ in range(30):  # its first draw: a user sees the photo before clicking Segment
+            app.processEvents()
+            time.sleep(0.01)
+        h, w = data.shape[:2]
+        run(f"segment ({h}x{w} photo at {widget.max_side})", widget.start_segmentation, lambda: widget.segmenting)
+        times = []
+        for lv in range(widget.level_slider.maximum() + 1):  # first visit of every level
+            t0 = time.perf_counter()
+            widget.set_level(lv)
+            times.append((time.perf_counter() - t0) * 1000)
+        layer_steps["large photo"] = list(widget.layer_step_ms)
+        layer_steps["large photo, level change (handler)"] = times
     viewer.close()
     return rows, layer_steps
 
@@ -235,13 +257,14 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-loop", action="store_true", help="only run the slider benchmark")
     p.add_argument("--skip-slider", action="store_true", help="only run the event-loop benchmark")
+    p.add_argument("--skip-large", action="store_true", help="skip segmenting the large photo (1411x1411)")
     args = p.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {os.cpu_count()} CPU cores, 1-minute load average {load:.1f} at start "
           "(a load above the core count means other work competes for the CPU and inflates every gap)")
 
     if not args.skip_loop:
-        rows, layer_steps = bench_event_loop(args.steps, args.size, args.device)
+        rows, layer_steps = bench_event_loop(args.steps, args.size, args.device, large=not args.skip_large)
         print("\nEvent-loop gaps while working in the background (10 ms timer; goal: max gap <= 100 ms)")
         print(f"{'phase':<38} {'seconds':>8} {'click ms':>9} {'ticks':>6} {'max gap ms':>11} {'p99 ms':>8} {'>100 ms':>8} {'full gc ms':>11}")
         for name, st, secs, click, gc_ms in rows:
@@ -249,10 +272,15 @@ def main() -> None:
             print(f"{name:<38} {secs:8.1f} {click:9.0f} {st['n']:6d} {st['max']:11.1f} {st['p99']:8.1f} {st['over100']:8d} {gc_text:>11}")
         print("click ms: time the button's handler blocks the GUI; the gap columns cover everything after it:")
         print("the layer steps (the first Segment adds 3 Labels layers, which napari builds on the main thread;")
-        print("each is put in over 6 steps: model, insert, Qt controls, polygon overlay, brush overlay, first")
-        print("draw; then one step hooks the mouse; one step per event-loop turn) and the background work.")
+        print("each is put in over 10 steps: model, vispy visual, insert, Qt controls built, put in, polygon")
+        print("overlay built, put back, brush overlay built, put back, first draw; then one step hooks the")
+        print("mouse; one step per event-loop turn) and the background work.")
+        levels = layer_steps.pop("large photo, level change (handler)", None)
         for which, ms in layer_steps.items():
             print(f"  layer steps, {which + ' run':<9}  " + ", ".join(f"{t:.0f}" for t in ms) + " ms")
+        if levels:
+            print(f"  large photo, first visit of each of its {len(levels)} levels (slider handler, full size): "
+                  f"median {np.median(levels):.1f} ms, max {max(levels):.1f} ms")
         print("full gc ms: the longest full garbage collection in the phase (it holds the GIL: a gap of its own).")
 
     if args.skip_slider:

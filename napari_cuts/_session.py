@@ -52,6 +52,31 @@ def compact_labels(labels: np.ndarray) -> np.ndarray:
     return labels.astype(dtype, copy=False)
 
 
+def full_resolution_map(labels: np.ndarray, upsampler: NearestUpsampler) -> np.ndarray:
+    """A working-resolution label map at the viewer's resolution, in its most compact dtype."""
+    return compact_labels(upsampler(labels))
+
+
+def full_resolution_maps(
+    hierarchy: Any, upsampler: NearestUpsampler, *, levels: bool = True, cancel: threading.Event | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """``(label maps of every level, persistent map)`` of ``hierarchy`` at full resolution.
+
+    What the slider and the persistent layer show; made by the worker, as for a
+    large image it is far too slow for the main thread (22 levels of a 2048x2048
+    photo: about 0.7 s). ``levels=False`` makes the persistent map only.
+    """
+    maps = []
+    if levels:
+        for lv in range(hierarchy.n_levels):
+            if cancel is not None and cancel.is_set():
+                import cuts
+
+                raise cuts.Cancelled("segmentation was cancelled")
+            maps.append(full_resolution_map(hierarchy.label_map(lv), upsampler))
+    return maps, full_resolution_map(hierarchy.persistent(), upsampler)
+
+
 class Segmentation:
     """Hierarchies of the slices of one image and fast access to their label maps.
 
@@ -74,12 +99,27 @@ class Segmentation:
         self.hierarchies: dict[int, Any] = {}
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._persistent: dict[int, np.ndarray] = {}
 
     # ---------------------------------------------------------------- contents
-    def add(self, z: int, hierarchy: Any) -> None:
-        self.hierarchies[int(z)] = hierarchy
+    def add(self, z: int, hierarchy: Any, *, label_maps: Sequence[np.ndarray] | None = None,
+            persistent: np.ndarray | None = None) -> None:
+        """Add slice ``z``'s hierarchy, with its full-resolution maps if they were made already.
+
+        ``label_maps`` (one per level) and ``persistent`` are what :func:`full_resolution_maps`
+        makes; the worker makes them, so that the main thread only looks them up.
+        """
+        z = int(z)
+        self.hierarchies[z] = hierarchy
         for key in [k for k in self._cache if k[0] == z]:
             del self._cache[key]
+        self._persistent.pop(z, None)
+        if persistent is not None:
+            self._persistent[z] = persistent
+        for lv, labels in enumerate(label_maps or ()):
+            self._cache[(z, lv)] = labels
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def has(self, z: int) -> bool:
         return int(z) in self.hierarchies
@@ -114,7 +154,7 @@ class Segmentation:
         if out is not None:
             self._cache.move_to_end(key)
             return out
-        out = compact_labels(self.upsampler(self.hierarchies[z].label_map(lv)))
+        out = full_resolution_map(self.hierarchies[z].label_map(lv), self.upsampler)
         self._cache[key] = out
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -128,7 +168,11 @@ class Segmentation:
             self.label_map(z, lv)
 
     def persistent(self, z: int) -> np.ndarray:
-        return compact_labels(self.upsampler(self.hierarchies[int(z)].persistent()))
+        """Full-resolution persistent map of slice ``z`` (do not modify)."""
+        z = int(z)
+        if z not in self._persistent:
+            self._persistent[z] = full_resolution_map(self.hierarchies[z].persistent(), self.upsampler)
+        return self._persistent[z]
 
     def region_at(self, z: int, level: int, row: int, col: int) -> np.ndarray | None:
         """Boolean full-resolution mask of the segment under ``(row, col)``; ``None`` outside the image."""
@@ -173,6 +217,8 @@ class SliceResult:
     seconds: float
     index: int  # how many slices are done, counting this one
     total: int
+    label_maps: list[np.ndarray] | None = None  # every level at full resolution (first slice only)
+    persistent: np.ndarray | None = None  # the persistent map at full resolution
 
 
 @dataclass
@@ -269,8 +315,15 @@ def segment_job(
         progress.set(i * 100 + 10, total * 100, f"{where}: condensing")
         hierarchy = cuts.condense(emb, seed=settings.seed, callback=report, cancel=cancel, **settings.options)
         del emb
+        # the maps the viewer shows, at its resolution: every level of the slice in view (for an
+        # instant slider), the persistent map of each; here, not on the GUI thread
+        progress.set(i * 100 + 99, total * 100, f"{where}: preparing the levels for display")
+        maps, persistent = full_resolution_maps(
+            hierarchy, make_upsampler(image.shape[:2], settings.max_side), levels=i == 0, cancel=cancel,
+        )
         progress.set((i + 1) * 100, total * 100, f"{where}: done")
-        yield SliceResult(int(z), hierarchy, time.perf_counter() - t0, i + 1, total)
+        yield SliceResult(int(z), hierarchy, time.perf_counter() - t0, i + 1, total,
+                          label_maps=maps or None, persistent=persistent)
     return total
 
 

@@ -103,7 +103,8 @@ def _warm_up_engine() -> None:
     Loading torch's libraries (and the modules torch, scipy and scikit-image load
     lazily on first use) holds the GIL for a few hundred milliseconds; doing it now
     keeps those pauses out of the first Train/Segment click. The Qt-free part of
-    napari's first Labels layer is warmed here too.
+    napari's first Labels layer is warmed here too, and a full garbage collection
+    ends it (so that Python's next one is not due during the first Segment).
     """
     global _WARMED_UP, _WARM_UP_THREAD
     if _WARMED_UP:
@@ -136,6 +137,13 @@ def _warm_up_engine() -> None:
             cuts.condense(cuts.embed(model, tiny))
         except Exception:  # pragma: no cover - reported later, when the user asks for work
             pass
+        # the imports leave ~0.5 million new long-lived objects; Python's next full garbage collection
+        # (it holds the GIL over the whole heap: 0.3-0.4 s here) would come during the user's first
+        # Segment, while napari builds the new layers. Collect now, while the user reads the panel
+        # and the imports pause the GUI anyway: the next one is then far off.
+        import gc
+
+        gc.collect()
 
     _WARM_UP_THREAD = threading.Thread(target=_imports, name="cuts-warm-up", daemon=True)
     _WARM_UP_THREAD.start()
@@ -770,7 +778,7 @@ class CutsWidget(QWidget):
             return
         seg = self.segmentation
         first = not seg.hierarchies
-        seg.add(item.z, item.hierarchy)
+        seg.add(item.z, item.hierarchy, label_maps=item.label_maps, persistent=item.persistent)
         if first:
             self.level_slider.blockSignals(True)
             self.level_slider.setRange(0, max(seg.n_levels - 1, 0))
@@ -866,10 +874,12 @@ class CutsWidget(QWidget):
                     if layer.data is not data:  # reuse the buffer: far cheaper than a new layer.data
                         layer.data[...] = data
                         layer.refresh()
-                else:
+                else:  # each assignment makes napari update its dims and every layer's transforms: only what changed
                     layer.data = data
-                    layer.scale = scale
-                    layer.translate = translate
+                    if tuple(layer.scale) != scale:
+                        layer.scale = scale
+                    if tuple(layer.translate) != translate:
+                        layer.translate = translate
                 layer.metadata = dict(meta)
                 on_ready(layer)
 

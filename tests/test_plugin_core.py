@@ -18,7 +18,16 @@ from napari_cuts._resample import (
     embedding_bytes,
     working_shape,
 )
-from napari_cuts._session import Segmentation, compact_labels, default_level, slice_order
+from napari_cuts._session import (
+    ProgressBox,
+    SegmentSettings,
+    Segmentation,
+    compact_labels,
+    default_level,
+    full_resolution_maps,
+    segment_job,
+    slice_order,
+)
 
 
 # ----------------------------------------------------------------------------- mask editor
@@ -132,6 +141,48 @@ def test_segmentation_cache_and_regions():
     assert region.sum() == 32 and region[7, 7] and not region[0, 0]
     assert seg.region_at(0, 0, 8, 0) is None
     assert compact_labels(np.array([0, 300])).dtype == np.uint16
+
+
+def test_maps_made_ahead_are_what_the_segmentation_serves():
+    """The worker makes the full-resolution maps; the main thread then only looks them up."""
+    import threading
+
+    import cuts
+
+    fine = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+    coarse = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]])
+    hier = _FakeHierarchy([fine, coarse])
+    up = NearestUpsampler.create((8, 8), (4, 4))
+    maps, persistent = full_resolution_maps(hier, up)
+    lazy = Segmentation((8, 8), 1, up)
+    lazy.add(0, hier)
+    assert len(maps) == 2 and all(np.array_equal(m, lazy.label_map(0, lv)) for lv, m in enumerate(maps))
+    assert np.array_equal(persistent, lazy.persistent(0)) and persistent.dtype == np.uint8
+    ahead = Segmentation((8, 8), 1, up)
+    ahead.add(0, hier, label_maps=maps, persistent=persistent)
+    assert ahead.label_map(0, 1) is maps[1] and ahead.persistent(0) is persistent
+    assert full_resolution_maps(hier, up, levels=False)[0] == []
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(cuts.Cancelled):
+        full_resolution_maps(hier, up, cancel=stop)
+    ahead.add(0, _FakeHierarchy([coarse]))  # a new hierarchy for the slice drops the old maps
+    assert ahead.n_levels == 1 and ahead.label_map(0, 0).max() == 2 and ahead.persistent(0).max() == 2
+
+
+def test_segment_job_prepares_the_levels_of_the_slice_in_view(rgb_model):
+    """Every level of the first slice (the one in view) at full resolution; only the persistent map
+    of the others."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    stack = [rng.random((40, 48, 3)).astype(np.float32) for _ in range(2)]
+    settings = SegmentSettings(max_side=32, seed=0, rgb=True)
+    results = list(segment_job(stack, [1, 0], rgb_model, settings, ProgressBox(), threading.Event()))
+    first, second = results
+    assert first.z == 1 and len(first.label_maps) == first.hierarchy.n_levels
+    assert all(m.shape == (40, 48) for m in first.label_maps) and first.persistent.shape == (40, 48)
+    assert second.label_maps is None and second.persistent.shape == (40, 48)
 
 
 def test_default_level_and_slice_order():

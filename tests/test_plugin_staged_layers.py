@@ -22,23 +22,39 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     image = viewer.add_image(np.random.default_rng(0).random((32, 40)), name="img")
     staged, got = _staged(viewer)
     steps = staged.steps()
-    assert len(steps) == 4 + len(DEFERRED_OVERLAYS)
-    controls = viewer.window._qt_viewer.controls
+    assert len(steps) == 6 + 2 * len(DEFERRED_OVERLAYS)
+    qt_viewer = viewer.window._qt_viewer
+    controls, canvas = qt_viewer.controls, qt_viewer.canvas
     steps[0]()  # build: the model exists, not yet in the viewer, its painting-tool overlays set aside
     assert "staged" not in viewer.layers and got == []
     assert not set(DEFERRED_OVERLAYS) & set(staged.layer._overlays)
-    steps[1]()  # insert, without taking the selection from the user's layer
+    steps[1]()  # its vispy visual, not yet in the scene
+    prebuilt_visual = staged._visual
+    assert prebuilt_visual is not None and staged.layer not in canvas.layer_to_visual
+    steps[2]()  # insert, without taking the selection from the user's layer; napari adopts the visual
     assert viewer.layers["staged"] is staged.layer and got == [staged.layer]
+    assert canvas.layer_to_visual[staged.layer] is prebuilt_visual
     assert viewer.layers.selection.active is image
     assert staged.layer.opacity == 0.3 and staged.layer.data.shape == (32, 40)
     assert not staged.layer.visible  # shown in the last step
     from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
 
     assert not isinstance(controls.widgets[staged.layer], QtLabelsControls)  # a placeholder until...
-    steps[2]()  # ...its Qt controls are built
-    assert isinstance(controls.widgets[staged.layer], QtLabelsControls)
-    for step in steps[3:]:
-        step()
+    steps[3]()  # ...its Qt controls are built...
+    prebuilt_controls = staged._controls_widget
+    assert isinstance(prebuilt_controls, QtLabelsControls)
+    assert controls.widgets[staged.layer] is not prebuilt_controls
+    steps[4]()  # ...and put in
+    assert controls.widgets[staged.layer] is prebuilt_controls
+    for i, key in enumerate(DEFERRED_OVERLAYS):
+        steps[5 + 2 * i]()  # the overlay's visual...
+        prebuilt_overlay = staged._overlay_visuals[key]
+        assert key not in staged.layer._overlays
+        steps[6 + 2 * i]()  # ...adopted by napari when the overlay is put back, under the layer's node
+        overlay = staged.layer._overlays[key]
+        assert canvas._layer_overlay_to_visual[staged.layer][overlay] is prebuilt_overlay
+        assert prebuilt_overlay.node.parent is prebuilt_visual.node
+    steps[-1]()
     assert set(DEFERRED_OVERLAYS) <= set(staged.layer._overlays)
     assert staged.layer.visible
     layer = staged.layer
@@ -46,6 +62,27 @@ def test_steps_build_insert_then_restore_the_painting_tools(make_napari_viewer):
     layer.mode = "paint"  # both tools need their overlay
     layer.mode = "polygon"
     layer.mode = "pan_zoom"
+    # napari's factories are its own again: a plain layer gets fresh views
+    from napari._qt import qt_viewer as qt_viewer_module
+    from napari._vispy.utils.visual import create_vispy_layer
+
+    assert qt_viewer_module.create_vispy_layer is create_vispy_layer
+    other = viewer.add_labels(np.zeros((32, 40), np.uint8), name="plain")
+    assert canvas.layer_to_visual[other] is not prebuilt_visual
+
+
+def test_a_layer_never_inserted_leaves_nothing_connected(make_napari_viewer):
+    """Steps abandoned after its views were built: complete() disposes of them; nothing goes in."""
+    viewer = make_napari_viewer()
+    staged, got = _staged(viewer)
+    steps = staged.steps()
+    steps[0]()
+    listeners = len(staged.layer.events.opacity.callbacks)
+    steps[1]()  # its visual listens to the layer's events...
+    assert staged._visual is not None and len(staged.layer.events.opacity.callbacks) > listeners
+    staged.complete()  # ...until it is disposed of
+    assert got == [] and "staged" not in viewer.layers and staged._visual is None
+    assert len(staged.layer.events.opacity.callbacks) == listeners
 
 
 def _inserted_not_complete(make_napari_viewer):
@@ -54,9 +91,9 @@ def _inserted_not_complete(make_napari_viewer):
     viewer.add_image(np.zeros((32, 40)), name="img")
     staged, _ = _staged(viewer)
     steps = staged.steps()
-    steps[0]()
-    steps[1]()
-    return viewer, staged, steps[2:]
+    for step in steps[:3]:  # build, its visual, insert
+        step()
+    return viewer, staged, steps[3:]
 
 
 def test_selecting_the_layer_early_completes_it_at_once(make_napari_viewer):
@@ -105,11 +142,11 @@ def test_through_naparis_plugin_proxy_without_warnings(make_napari_viewer):
         warnings.simplefilter("error", FutureWarning)
         staged, _ = _staged(proxy)
         steps = staged.steps()
-        steps[0]()
-        steps[1]()
+        for step in steps[:3]:  # build, its visual, insert
+            step()
         controls = viewer.window._qt_viewer.controls
         assert not isinstance(controls.widgets[viewer.layers["staged"]], QtLabelsControls)  # deferred
-        for step in steps[2:]:
+        for step in steps[3:]:
             step()
     layer = viewer.layers["staged"]
     assert isinstance(controls.widgets[layer], QtLabelsControls)

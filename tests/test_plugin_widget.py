@@ -270,8 +270,9 @@ def test_cancel_segmentation(make_napari_viewer, qtbot, rgb_image, rgb_model):
 
 def test_segment_click_puts_the_layers_in_over_several_turns(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
     """napari builds each new Labels layer on the main thread (0.2-0.3 s in one go): the click itself
-    builds none, later event-loop turns build them in short steps (model, insert, Qt controls, each
-    painting-tool overlay, first draw), and the worker starts once all three are complete."""
+    builds none, later event-loop turns build them in short steps (model, vispy visual, insert, Qt
+    controls built and put in, each painting-tool overlay built and put back, first draw), and the
+    worker starts once all three are complete."""
     viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
     widget.model, widget.model_source = rgb_model, "test"
     inserted = []  # (layer name, layer steps finished when it was inserted)
@@ -283,8 +284,8 @@ def test_segment_click_puts_the_layers_in_over_several_turns(make_napari_viewer,
     worker.started.connect(lambda: present_at_start.append([n for n in OWN_LAYERS if n in viewer.layers]))
     wait_segmenting(qtbot, widget)
     assert not [n for n in notes if n[0] == "error"], notes
-    per_layer = 4 + len(DEFERRED_OVERLAYS)  # build, insert, controls, each painting-tool overlay, show
-    assert inserted == [(PERSISTENT_NAME, 1), (SEGMENTS_NAME, 1 + per_layer), (MASK_NAME, 1 + 2 * per_layer)]
+    per_layer = 6 + 2 * len(DEFERRED_OVERLAYS)  # model, visual, insert, 2 for controls, 2 per overlay, show
+    assert inserted == [(PERSISTENT_NAME, 2), (SEGMENTS_NAME, 2 + per_layer), (MASK_NAME, 2 + 2 * per_layer)]
     assert present_at_start == [list(OWN_LAYERS)]
     assert len(widget.layer_step_ms) == 3 * per_layer + 1
     assert viewer.layers.selection.active is viewer.layers[MASK_NAME]
@@ -326,10 +327,9 @@ def test_shutdown_midway_leaves_the_layers_already_in_complete(make_napari_viewe
     widget.model, widget.model_source = rgb_model, "test"
     widget.start_segmentation()
     widget._layer_timer.stop()  # drive the steps by hand: build and insert the first layer only
-    widget._next_layer_step()
-    widget._layer_timer.stop()
-    widget._next_layer_step()
-    widget._layer_timer.stop()
+    for _ in range(3):  # model, vispy visual, insert
+        widget._next_layer_step()
+        widget._layer_timer.stop()
     assert PERSISTENT_NAME in viewer.layers and SEGMENTS_NAME not in viewer.layers
     layer = viewer.layers[PERSISTENT_NAME]
     assert not set(DEFERRED_OVERLAYS) & set(layer._overlays)
@@ -351,6 +351,26 @@ def test_a_layer_removed_before_its_reset_step_is_made_again(make_napari_viewer,
     wait_segmenting(qtbot, widget)
     assert not [n for n in notes if n[0] == "error"], notes
     assert SEGMENTS_NAME in viewer.layers and viewer.layers[SEGMENTS_NAME].data.max() >= 1
+
+
+def test_segmenting_another_image_resizes_the_layers_to_it(make_napari_viewer, qtbot, rgb_image, rgb_model, notes):
+    """The three layers are reused for the next image: its size, pixel scale and offset, its labels."""
+    viewer, image, widget = make_widget(make_napari_viewer, rgb_image, rgb=True)
+    widget.model, widget.model_source = rgb_model, "test"
+    widget.start_segmentation()
+    wait_segmenting(qtbot, widget)
+    before = {name: viewer.layers[name] for name in OWN_LAYERS}
+    other = viewer.add_image(rgb_image[:40, :56], name="other", rgb=True, scale=(0.5, 0.25), translate=(3, 4))
+    assert widget.set_image_layer(other)
+    widget.start_segmentation()
+    wait_segmenting(qtbot, widget)
+    assert not [n for n in notes if n[0] == "error"], notes
+    for name, layer in before.items():
+        assert viewer.layers[name] is layer and layer.data.shape == (40, 56)
+        np.testing.assert_allclose(layer.scale, [0.5, 0.25])
+        np.testing.assert_allclose(layer.translate, [3, 4])
+    assert viewer.layers[SEGMENTS_NAME].data.max() >= 1
+    assert viewer.layers[MASK_NAME].data.max() == 0  # a new image starts with an empty mask
 
 
 def test_stack_current_slice_first_and_stack_export(make_napari_viewer, qtbot, grey_stack, grey_model, tmp_path, notes):
