@@ -174,7 +174,7 @@ def bench_event_loop(steps: int, size: int, device: str, large: bool = True) -> 
         h, w = data.shape[:2]
         run(f"segment ({h}x{w} photo at {widget.max_side})", widget.start_segmentation, lambda: widget.segmenting)
         times = []
-        for lv in range(widget.level_slider.maximum() + 1):  # first visit of every level
+        for lv in range(widget.level_slider.maximum() + 1):  # every level once (the worker prepared them at full size)
             t0 = time.perf_counter()
             widget.set_level(lv)
             times.append((time.perf_counter() - t0) * 1000)
@@ -279,7 +279,7 @@ def main() -> None:
         for which, ms in layer_steps.items():
             print(f"  layer steps, {which + ' run':<9}  " + ", ".join(f"{t:.0f}" for t in ms) + " ms")
         if levels:
-            print(f"  large photo, first visit of each of its {len(levels)} levels (slider handler, full size): "
+            print(f"  large photo, each of its {len(levels)} levels once (slider handler, full size): "
                   f"median {np.median(levels):.1f} ms, max {max(levels):.1f} ms")
         print("full gc ms: the longest full garbage collection in the phase (it holds the GIL: a gap of its own).")
 
