@@ -279,6 +279,18 @@ def test_spectral_kmeans(data):
     for region in range(4):
         assert _recovers(lab, gt, region, 0.9)
     assert np.array_equal(lab, spectral_kmeans(emb, 4, seed=0))
+    for bad in ({"local_scale": 0.0}, {"local_scale": -1.0}, {"n_neighbors": 0}, {"n_neighbors": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            spectral_kmeans(emb, 4, **bad)
+
+
+def test_spectral_kmeans_duplicate_atoms_get_a_finite_width():
+    """Many identical embeddings (flat image parts) give atoms at distance 0: no division by zero."""
+    emb = np.zeros((24, 24, 4), np.float32)
+    emb[:, 12:, 0] = 1.0
+    emb[:4, :4, 1] = 3.0
+    lab = spectral_kmeans(emb, 3, seed=0)
+    assert np.unique(lab).size == 3 and (lab[:, 12:] == lab[0, 20]).all()
 
 
 def test_masks():

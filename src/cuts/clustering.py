@@ -8,10 +8,10 @@ one chunk at a time).
 diffusion condensation ("CUTS + k-means"). It is built on the same weighted
 *atoms* that :func:`cuts.hierarchy.condense` uses, so both methods see the same
 graph: pixels are first quantised into ``M`` (about a thousand) atoms, the
-Gaussian affinity graph between atoms (weighted by their pixel counts) is the
-exact reduction of the pixel-level graph in which pixels of one atom are
-identical, and its leading diffusion eigenvectors are clustered with weighted
-k-means. Cost is ``O(N * M)`` in the number of pixels ``N``: never ``N x N``.
+Gaussian affinity graph between atoms (locally scaled, weighted by their pixel
+counts) is the exact reduction of the pixel-level graph in which pixels of one
+atom are identical, and its leading diffusion eigenvectors are clustered with
+weighted k-means. Cost is ``O(N * M)`` in the number of pixels ``N``: never ``N x N``.
 """
 
 from __future__ import annotations
@@ -358,7 +358,8 @@ def spectral_kmeans(
     seed: int = 0,
     n_atoms: int | None = None,
     n_components: int = 32,
-    bandwidth_scale: float = 4.0,
+    n_neighbors: int = 10,
+    local_scale: float = 0.6,
     atoms: Atoms | None = None,
     callback: ProgressCallback | None = None,
     cancel: CancelToken = None,
@@ -367,12 +368,15 @@ def spectral_kmeans(
 
     Pixels are L2-normalised, projected by PCA and quantised into weighted
     atoms exactly as in :func:`cuts.hierarchy.condense`. On the atoms we build
-    the Gaussian affinity ``K`` (bandwidth: ``bandwidth_scale`` times the median
-    squared distance of an atom to its 10th neighbour) and the count-weighted
-    diffusion operator ``P = D^-1 K W``, which is the exact reduction of the
+    a locally scaled Gaussian affinity (Zelnik-Manor and Perona, "Self-tuning
+    spectral clustering", 2004): ``K_ij = exp(-d_ij^2 / (s_i s_j))``, where
+    ``s_i`` is ``local_scale`` times the distance of atom ``i`` to its
+    ``n_neighbors``-th nearest atom, so that dense and sparse parts of the
+    embedding space each get a bandwidth of their own. The count-weighted
+    diffusion operator ``P = D^-1 K W`` is the exact reduction of the
     pixel-level random walk. Its leading non-trivial eigenvectors, scaled by
     their eigenvalues (a diffusion map), are clustered into ``k`` groups with
-    pixel-count-weighted k-means.
+    pixel-count-weighted k-means. (Defaults measured in docs/hierarchy.md.)
 
     Parameters
     ----------
@@ -387,8 +391,10 @@ def spectral_kmeans(
         :func:`cuts.hierarchy.condense`).
     n_components : int
         PCA dimensions used for the atoms.
-    bandwidth_scale : float
-        Multiplier of the Gaussian bandwidth heuristic.
+    n_neighbors : int
+        Which neighbour's distance sets an atom's own bandwidth.
+    local_scale : float
+        Multiplier of that distance.
     atoms : Atoms, optional
         These embeddings already quantised by :func:`cuts.condensation.build_atoms`
         (e.g. shared with :func:`cuts.condense`); ``n_atoms``, ``n_components`` and
@@ -409,8 +415,10 @@ def spectral_kmeans(
 
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}.")
-    if bandwidth_scale <= 0:
-        raise ValueError(f"bandwidth_scale must be positive; got {bandwidth_scale!r}.")
+    if local_scale <= 0:
+        raise ValueError(f"local_scale must be positive; got {local_scale!r}.")
+    if not isinstance(n_neighbors, (int, np.integer)) or isinstance(n_neighbors, bool) or n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be a positive integer; got {n_neighbors!r}.")
     if atoms is None:
         atoms = build_atoms(
             embeddings,
@@ -432,10 +440,11 @@ def spectral_kmeans(
     x = atoms.coords.astype(np.float64)
     wts = atoms.counts.astype(np.float64)
     d2 = pairwise_sq_dists(x)
-    nn = min(10, m - 1)
-    eps = float(np.median(np.partition(d2, nn, axis=1)[:, nn])) * bandwidth_scale
-    eps = max(eps, 1e-12)
-    kern = np.exp(-d2 / eps)
+    nn = min(int(n_neighbors), m - 1)
+    # local scales: an atom's own bandwidth from its distance to its nn-th neighbour (column 0 is itself)
+    scale = np.sqrt(np.maximum(np.partition(d2, nn, axis=1)[:, nn], 0.0)) * local_scale
+    scale = np.maximum(scale, max(float(np.median(scale)), 1e-12) * 1e-3)  # duplicates: never a zero width
+    kern = np.exp(-d2 / (scale[:, None] * scale[None, :]))
     del d2
     deg = kern @ wts
     # S = W^1/2 D^-1/2 K D^-1/2 W^1/2 is similar to P = D^-1 K W
