@@ -187,3 +187,33 @@ def test_selection_switch_is_restored_and_optional():
     with _inserted_without_selecting(bare):
         pass
     assert not hasattr(bare, "_activate_on_insert")
+
+
+def test_where_napari_lacks_a_factory_it_builds_that_view_itself(make_napari_viewer, monkeypatch):
+    """Another napari without one of the factories: nothing is prebuilt, napari builds the views as usual."""
+    from napari._qt.layer_controls.qt_labels_controls import QtLabelsControls
+
+    import napari_cuts._staged_layers as staged_layers
+
+    monkeypatch.setitem(staged_layers._FACTORIES, "visual", ("napari._qt.qt_viewer", "no_such_factory"))
+    monkeypatch.setitem(staged_layers._FACTORIES, "overlay", ("napari._no_such_module", "create_vispy_overlay"))
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 40)), name="img")
+    staged, got = _staged(viewer)
+    steps = staged.steps()
+    steps[0]()
+    steps[1]()
+    assert staged._visual is None  # nothing prebuilt...
+    for step in steps[2:6]:
+        step()
+    assert not staged._overlay_visuals  # ...for either of the two
+    for step in steps[6:]:
+        step()
+    layer = viewer.layers["staged"]
+    canvas = viewer.window._qt_viewer.canvas
+    assert layer in canvas.layer_to_visual and got == [layer]
+    assert isinstance(viewer.window._qt_viewer.controls.widgets[layer], QtLabelsControls)
+    assert set(DEFERRED_OVERLAYS) <= set(layer._overlays) and layer.visible
+    viewer.layers.selection.active = layer
+    layer.mode = "paint"
+    layer.mode = "polygon"
