@@ -217,3 +217,28 @@ def test_where_napari_lacks_a_factory_it_builds_that_view_itself(make_napari_vie
     viewer.layers.selection.active = layer
     layer.mode = "paint"
     layer.mode = "polygon"
+
+
+def test_the_factory_swap_is_undone_even_when_napari_fails(monkeypatch):
+    """The prebuilt object goes to its own layer only, once; the original factory is back after an error."""
+    import sys
+    import types
+
+    import napari_cuts._staged_layers as staged_layers
+
+    module = types.ModuleType("fake_napari_views")
+    module.make_view = lambda obj, **kw: ("fresh", obj)
+    monkeypatch.setitem(sys.modules, "fake_napari_views", module)
+    monkeypatch.setitem(staged_layers._FACTORIES, "visual", ("fake_napari_views", "make_view"))
+    original = module.make_view
+    ours, other = object(), object()
+    with staged_layers._adopting("visual", ours, "prebuilt") as state:
+        assert module.make_view(other) == ("fresh", other)  # another layer: napari's own
+        assert module.make_view(ours) == "prebuilt" and state.used
+        assert module.make_view(ours) == ("fresh", ours)  # handed over once only
+    assert module.make_view is original
+    with pytest.raises(RuntimeError), staged_layers._adopting("visual", ours, "prebuilt"):
+        raise RuntimeError("napari failed while inserting")
+    assert module.make_view is original
+    with staged_layers._adopting("visual", ours, None) as state:  # nothing prebuilt: nothing swapped
+        assert module.make_view is original and not state.used
