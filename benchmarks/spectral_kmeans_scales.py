@@ -40,27 +40,14 @@ SETTINGS: list[tuple[str, dict | None]] = [
 
 def _global_bandwidth(embeddings: np.ndarray, k: int, *, seed: int, atoms) -> np.ndarray:
     """Spectral k-means with the former single bandwidth (same atoms, eigenvectors and k-means)."""
-    from scipy.linalg import eigh
-
-    from cuts.clustering import _relabel_by_size, weighted_kmeans
+    from cuts.clustering import diffusion_map_kmeans
     from cuts.condensation import pairwise_sq_dists
 
     x = atoms.coords.astype(np.float64)
-    w = atoms.counts.astype(np.float64)
-    m = x.shape[0]
     d2 = pairwise_sq_dists(x)
     eps = max(float(np.median(np.partition(d2, 10, axis=1)[:, 10])) * 4.0, 1e-12)
-    kern = np.exp(-d2 / eps)
-    deg = kern @ w
-    s = np.sqrt(w / deg)
-    vals, vecs = eigh(kern * s[:, None] * s[None, :], subset_by_index=[m - k - 1, m - 1])
-    order = np.argsort(vals)[::-1]
-    vals, vecs = vals[order], vecs[:, order]
-    u = vecs / np.sqrt(w * deg)[:, None]
-    u = u / np.sqrt((u * u * w[:, None]).sum(0) / w.sum())[None, :]
-    emb = u[:, 1:] * np.clip(vals[1:], 0.0, None)[None, :]
-    _, lab = weighted_kmeans(emb, k, weights=w, seed=seed, n_init=5)
-    return _relabel_by_size(lab, w)[atoms.atom_map].astype(np.int32)
+    labels = diffusion_map_kmeans(np.exp(-d2 / eps), atoms.counts.astype(np.float64), k, seed=seed)
+    return labels[atoms.atom_map].astype(np.int32)
 
 
 def _segment(emb: np.ndarray, kwargs: dict | None, *, seed: int, atoms) -> np.ndarray:

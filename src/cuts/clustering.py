@@ -409,9 +409,7 @@ def spectral_kmeans(
     np.ndarray
         ``(H, W)`` int32 labels, contiguous ``1..k'`` (``k' <= k``), largest segment first.
     """
-    from scipy.linalg import eigh
-
-    from cuts.condensation import build_atoms, pairwise_sq_dists
+    from cuts.condensation import build_atoms
 
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}.")
@@ -439,18 +437,52 @@ def spectral_kmeans(
     check_cancelled(cancel, "spectral k-means")
     x = atoms.coords.astype(np.float64)
     wts = atoms.counts.astype(np.float64)
+    kern = local_affinity(x, n_neighbors=n_neighbors, local_scale=local_scale)
+    atom_labels = diffusion_map_kmeans(kern, wts, k, seed=seed, callback=callback, cancel=cancel)
+    out = atom_labels[atoms.atom_map]
+    if callback is not None:
+        callback(100, 100, "done")
+    return out.astype(np.int32, copy=False)
+
+
+def local_affinity(x: np.ndarray, *, n_neighbors: int = 10, local_scale: float = 0.6) -> np.ndarray:
+    """Locally scaled Gaussian affinity ``exp(-d_ij^2 / (s_i s_j))`` between the rows of ``x``.
+
+    ``s_i`` is ``local_scale`` times the distance of row ``i`` to its ``n_neighbors``-th
+    nearest row (duplicates never get a zero width).
+    """
+    from cuts.condensation import pairwise_sq_dists
+
     d2 = pairwise_sq_dists(x)
-    nn = min(int(n_neighbors), m - 1)
-    # local scales: an atom's own bandwidth from its distance to its nn-th neighbour (column 0 is itself)
+    nn = min(int(n_neighbors), x.shape[0] - 1)
+    # column nn of the partitioned rows: the nn-th neighbour (column 0 is the row itself)
     scale = np.sqrt(np.maximum(np.partition(d2, nn, axis=1)[:, nn], 0.0)) * local_scale
-    scale = np.maximum(scale, max(float(np.median(scale)), 1e-12) * 1e-3)  # duplicates: never a zero width
-    kern = np.exp(-d2 / (scale[:, None] * scale[None, :]))
-    del d2
+    scale = np.maximum(scale, max(float(np.median(scale)), 1e-12) * 1e-3)
+    return np.exp(-d2 / (scale[:, None] * scale[None, :]))
+
+
+def diffusion_map_kmeans(
+    kern: np.ndarray,
+    wts: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    callback: ProgressCallback | None = None,
+    cancel: CancelToken = None,
+) -> np.ndarray:
+    """Labels ``0..k'-1`` (largest first) of weighted points with affinity ``kern`` and weights ``wts``.
+
+    The count-weighted diffusion operator ``P = D^-1 K W`` (the exact reduction of a
+    random walk over the points' pixels); its leading non-trivial eigenvectors, scaled
+    by their eigenvalues, are clustered with weight-aware k-means.
+    """
+    from scipy.linalg import eigh
+
+    m = kern.shape[0]
     deg = kern @ wts
     # S = W^1/2 D^-1/2 K D^-1/2 W^1/2 is similar to P = D^-1 K W
     s = np.sqrt(wts / deg)
     sym = kern * s[:, None] * s[None, :]
-    del kern
     check_cancelled(cancel, "spectral k-means")
     if callback is not None:
         callback(85, 100, "spectral embedding")
@@ -467,9 +499,5 @@ def spectral_kmeans(
     check_cancelled(cancel, "spectral k-means")
     if callback is not None:
         callback(90, 100, "k-means on the spectral embedding")
-    _, atom_labels = weighted_kmeans(emb, int(k), weights=wts, seed=seed, n_init=5, cancel=cancel)
-    atom_labels = _relabel_by_size(atom_labels, wts)
-    out = atom_labels[atoms.atom_map]
-    if callback is not None:
-        callback(100, 100, "done")
-    return out.astype(np.int32, copy=False)
+    _, labels = weighted_kmeans(emb, int(k), weights=wts, seed=seed, n_init=5, cancel=cancel)
+    return _relabel_by_size(labels, wts)
