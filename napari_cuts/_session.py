@@ -66,13 +66,12 @@ def full_resolution_maps(
     large image it is far too slow for the main thread (22 levels of a 2048x2048
     photo: about 0.7 s). ``levels=False`` makes the persistent map only.
     """
+    from cuts.cancel import check_cancelled
+
     maps = []
     if levels:
         for lv in range(hierarchy.n_levels):
-            if cancel is not None and cancel.is_set():
-                import cuts
-
-                raise cuts.Cancelled("segmentation was cancelled")
+            check_cancelled(cancel, "segmentation")
             maps.append(full_resolution_map(hierarchy.label_map(lv), upsampler))
     return maps, full_resolution_map(hierarchy.persistent(), upsampler)
 
@@ -118,6 +117,9 @@ class Segmentation:
             self._persistent[z] = persistent
         for lv, labels in enumerate(label_maps or ()):
             self._cache[(z, lv)] = labels
+        self._trim_cache()
+
+    def _trim_cache(self) -> None:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
@@ -156,8 +158,7 @@ class Segmentation:
             return out
         out = full_resolution_map(self.hierarchies[z].label_map(lv), self.upsampler)
         self._cache[key] = out
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._trim_cache()
         return out
 
     def precompute(self, z: int) -> None:

@@ -790,7 +790,7 @@ class CutsWidget(QWidget):
             self.level_slider.setRange(0, max(seg.n_levels - 1, 0))
             self.level_slider.blockSignals(False)
         self._write_persistent(item.z)
-        if item.z == self._current_z():
+        if item.z == self._current_z() and item.label_maps is None:  # else the worker made them
             seg.precompute(item.z)
         self._show_level(item.z)
         self._update_level_ui()
