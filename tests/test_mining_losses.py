@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cuts.losses import nt_xent_loss, reconstruction_loss
-from cuts.mining import gather_patches, mine_positives, patch_ssim
+from cuts.mining import PatchSource, choose_positives, draw_offsets, gather_patches, mine_positives, patch_ssim
 from cuts.model import HALO
 
 PAD = HALO
@@ -72,6 +72,56 @@ def test_gather_patches_matches_slicing():
     np.testing.assert_array_equal(p[3, :, 2, 2], img[:, 10, 11])
     w = gather_patches(padded, rows.reshape(2, 2), cols.reshape(2, 2), 17, PAD)
     assert w.shape == (2, 2, 2, 17, 17)
+
+
+def test_patch_source_gathers_from_images_of_different_sizes():
+    imgs = [_padded(20, 23, c=2, seed=1)[1], _padded(31, 17, c=2, seed=2)[1], _padded(18, 18, c=2, seed=3)[1]]
+    src = PatchSource(imgs, PAD)
+    assert len(src) == 3 and list(src.height) == [20, 31, 18] and list(src.width) == [23, 17, 18]
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 3, 40)
+    rows = rng.integers(0, src.height[image])
+    cols = rng.integers(0, src.width[image])
+    for size in (5, 17):
+        got = src.patches(image, rows, cols, size)
+        assert got.shape == (40, 2, size, size)
+        for i in range(40):
+            one = gather_patches(imgs[image[i]], rows[i : i + 1], cols[i : i + 1], size, PAD)[0]
+            np.testing.assert_array_equal(got[i], one)
+    # one image index for a whole grid of positions
+    grid = src.patches(1, rows[:6].reshape(2, 3) % 31, cols[:6].reshape(2, 3) % 17, 5)
+    assert grid.shape == (2, 3, 2, 5, 5)
+
+
+def test_patch_source_rejects_mixed_channels():
+    with pytest.raises(ValueError, match="same C"):
+        PatchSource([_padded(c=1)[1], _padded(c=3)[1]], PAD)
+    with pytest.raises(ValueError):
+        PatchSource([], PAD)
+
+
+def test_positives_of_several_images_at_once_match_one_image_at_a_time():
+    imgs = [_padded(20, 23, c=3, seed=1)[1], _padded(26, 19, c=3, seed=2)[1]]
+    src = PatchSource(imgs, PAD)
+    rng = np.random.default_rng(7)
+    anchors = [np.stack([rng.integers(0, 20, 9), rng.integers(0, 19, 9)], axis=1) for _ in imgs]
+    offsets = [draw_offsets(9, rng) for _ in imgs]
+    both, s_both = choose_positives(
+        src, np.repeat([0, 1], 9), np.concatenate(anchors), np.concatenate(offsets), threshold=0.3
+    )
+    for k in range(2):
+        alone, s_alone = choose_positives(PatchSource([imgs[k]], PAD), np.zeros(9, int), anchors[k], offsets[k], threshold=0.3)
+        np.testing.assert_array_equal(both[9 * k : 9 * k + 9], alone)
+        np.testing.assert_array_equal(s_both[9 * k : 9 * k + 9], s_alone)
+
+
+def test_ssim_broadcasts_one_patch_against_many():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-1, 1, (4, 1, 3, 5, 5)).astype(np.float32)
+    b = rng.uniform(-1, 1, (4, 6, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(patch_ssim(a, b), patch_ssim(np.broadcast_to(a, b.shape), b))
+    with pytest.raises(ValueError):
+        patch_ssim(b, a)
 
 
 # ---------------------------------------------------------------- mine_positives

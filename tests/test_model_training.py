@@ -156,6 +156,23 @@ def test_sample_step_shapes():
     np.testing.assert_array_equal(targets, win[..., 6:11, 6:11])
 
 
+def test_sample_step_takes_each_window_from_its_own_image():
+    cfg = TrainConfig(batch_size=3, anchors_per_image=4)
+    values = [-0.5, 0.25, 0.75]
+    sizes = [(20, 31), (40, 18), (17, 17)]
+    padded = [np.full((1, h + 2 * HALO, w + 2 * HALO), v, np.float32) for v, (h, w) in zip(values, sizes)]
+    order = np.array([2, 0, 1])
+    win, targets = sample_step(padded, order, np.random.default_rng(0), cfg)
+    assert win.shape == (3, 8, 1, 17, 17)
+    for b, idx in enumerate(order):
+        assert (win[b] == values[idx]).all()
+    # the same draws whether the images come as a list or as a PatchSource
+    from cuts.mining import PatchSource
+
+    again = sample_step(PatchSource(padded, HALO), order, np.random.default_rng(0), cfg)
+    np.testing.assert_array_equal(again[0], win)
+
+
 # ---------------------------------------------------------------- training
 
 

@@ -22,7 +22,7 @@ from cuts.cancel import CancelToken, Cancelled, is_cancelled
 from cuts.device import resolve_device
 from cuts.images import as_image_list, check_channels, n_channels, scale_intensity
 from cuts.losses import nt_xent_loss, reconstruction_loss
-from cuts.mining import gather_patches, mine_positives
+from cuts.mining import PatchSource, choose_positives, draw_offsets
 from cuts.model import HALO, PATCH_SIZE, CutsModel
 
 
@@ -124,29 +124,38 @@ def _prepare(images: Any, rgb: bool | None, model: CutsModel | None) -> tuple[li
 
 
 def sample_step(
-    padded: Sequence[np.ndarray],
+    padded: PatchSource | Sequence[np.ndarray],
     order: np.ndarray,
     rng: np.random.Generator,
     config: TrainConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows and reconstruction targets for one step.
 
+    ``padded`` holds the training images padded by ``HALO`` (a :class:`PatchSource`,
+    or a list of ``(C, H + 2*HALO, W + 2*HALO)`` arrays); ``order`` picks the
+    step's images. Random draws are made image by image (anchors, then candidate
+    offsets); positives and windows of all images are then found at once.
+
     Returns ``windows`` of shape ``(B, 2n, C, 17, 17)`` (anchors first, then their
     positives) and ``targets`` of shape ``(B, 2n, C, 5, 5)``.
     """
+    source = padded if isinstance(padded, PatchSource) else PatchSource(padded, HALO)
     n = config.anchors_per_image
     side = 2 * HALO + 1
-    windows = []
-    for idx in order:
-        pim = padded[idx]
-        h, w = pim.shape[1] - 2 * HALO, pim.shape[2] - 2 * HALO
-        anchors = np.stack([rng.integers(0, h, n), rng.integers(0, w, n)], axis=1)
-        pos, _ = mine_positives(
-            pim, anchors, rng, pad=HALO, n_tries=config.n_tries, threshold=config.ssim_threshold
-        )
-        pts = np.concatenate([anchors, pos])
-        windows.append(gather_patches(pim, pts[:, 0], pts[:, 1], side, HALO))
-    win = np.stack(windows)
+    order = np.asarray(order, dtype=np.int64)
+    anchors = np.empty((order.size, n, 2), dtype=np.int64)
+    offsets = np.empty((order.size, n, config.n_tries, 2), dtype=np.int64)
+    for i, idx in enumerate(order):
+        anchors[i, :, 0] = rng.integers(0, source.height[idx], n)
+        anchors[i, :, 1] = rng.integers(0, source.width[idx], n)
+        offsets[i] = draw_offsets(n, rng, n_tries=config.n_tries)
+    image = np.repeat(order, n)
+    pos, _ = choose_positives(
+        source, image, anchors.reshape(-1, 2), offsets.reshape(-1, config.n_tries, 2),
+        threshold=config.ssim_threshold,
+    )
+    pts = np.concatenate([anchors, pos.reshape(order.size, n, 2)], axis=1)  # (B, 2n, 2)
+    win = source.patches(order[:, None], pts[..., 0], pts[..., 1], side)
     lo = HALO - PATCH_SIZE // 2
     targets = win[..., lo : lo + PATCH_SIZE, lo : lo + PATCH_SIZE]
     return win, np.ascontiguousarray(targets)
@@ -195,10 +204,13 @@ def iter_train(
         work = model.copy()
     work.to(dev)
     percentiles = work.percentiles
-    padded = [
-        np.pad(scale_intensity(im, percentiles=percentiles), ((0, 0), (HALO, HALO), (HALO, HALO)), mode="edge")
-        for im in imgs
-    ]
+    padded = PatchSource(
+        [
+            np.pad(scale_intensity(im, percentiles=percentiles), ((0, 0), (HALO, HALO), (HALO, HALO)), mode="edge")
+            for im in imgs
+        ],
+        HALO,
+    )
     params = list(work.encoder.parameters()) + list(work.head.parameters())
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     work.encoder.train()
