@@ -78,6 +78,63 @@ def test_evaluate_writes_json_with_every_method(dataset: tuple[Path, Path], tmp_
     assert "CUTS + diffusion (best level, oracle)" in printed and "case2.png" in printed
 
 
+def test_scoring_in_threads_gives_the_single_thread_result(dataset: tuple[Path, Path]) -> None:
+    import torch
+
+    import cuts
+    from cuts.evaluation import evaluate_folder
+
+    images, masks = dataset
+    model = cuts.train([p[1] for p in load_pairs(images, masks)], steps=10, device="cpu")
+    threads = torch.get_num_threads()
+    seen = []
+    one = evaluate_folder(images, masks, model=model, workers=1)
+    many = evaluate_folder(images, masks, model=model, workers=3, progress=lambda *a: seen.append(a))
+    assert (one["workers"], many["workers"]) == (1, 3)
+    assert one["images"] == many["images"] and one["methods"] == many["methods"]
+    assert seen[-1] == ("segment", 3, 3) and all(stage == "segment" for stage, _, _ in seen)
+    assert torch.get_num_threads() == threads, "torch's thread count was not restored"
+
+
+def test_cancelled_threaded_scoring_raises_and_restores_threads(dataset: tuple[Path, Path]) -> None:
+    import threading
+
+    import torch
+
+    import cuts
+    from cuts.evaluation import evaluate_folder
+
+    images, masks = dataset
+    model = cuts.train([p[1] for p in load_pairs(images, masks)], steps=5, device="cpu")
+    threads = torch.get_num_threads()
+    stop = threading.Event()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        stop.set()  # cancel once the first image is scored
+
+    with pytest.raises(cuts.Cancelled):
+        evaluate_folder(images, masks, model=model, workers=2, progress=progress, cancel=stop)
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_evaluate_rejects_bad_worker_counts(dataset: tuple[Path, Path], bad) -> None:
+    from cuts.evaluation import evaluate_folder
+
+    images, masks = dataset
+    with pytest.raises(ValueError, match="workers"):
+        evaluate_folder(images, masks, workers=bad, steps=1)
+
+
+def test_large_images_are_scored_one_at_a_time() -> None:
+    from cuts.evaluation import PARALLEL_MAX_PIXELS, default_workers
+
+    small = np.zeros((64, 64))
+    assert default_workers([small, small]) >= 1
+    big = np.zeros((PARALLEL_MAX_PIXELS // 1000 + 1, 1000))
+    assert default_workers([small, big]) == 1
+
+
 def test_format_table_lists_methods() -> None:
     result = {
         "n_images": 1, "train_seconds": 1.0, "segment_seconds": 2.0, "device": "cpu",

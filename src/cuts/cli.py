@@ -39,6 +39,16 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, help="optimiser updates (default: TrainConfig.steps)")
@@ -191,7 +201,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_folder(
             args.images, args.masks or args.images, methods=methods, clicks=not args.no_clicks,
-            model=model, seed=args.seed, device=args.device, progress=progress, **_train_settings(args),
+            model=model, seed=args.seed, device=args.device, progress=progress, workers=args.workers,
+            **_train_settings(args),
         )
     finally:
         for b in bars.values():
@@ -244,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="use this checkpoint instead of training")
     p.add_argument("--methods", help="comma-separated subset of methods")
     p.add_argument("--no-clicks", action="store_true", help="skip the simulated click workflow")
+    p.add_argument(
+        "--workers", type=_positive_int, default=None,
+        help="images segmented and scored at once (default: one per CPU core up to 4; 1 for images over 1024x1024)",
+    )
     _add_train_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -92,28 +92,127 @@ def load_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
     return pairs
 
 
-def _segmentations(image: np.ndarray, emb: np.ndarray, methods: Sequence[str], seed: int) -> dict[str, Any]:
+def _segmentations(
+    image: np.ndarray, emb: np.ndarray, methods: Sequence[str], seed: int, cancel: CancelToken = None
+) -> dict[str, Any]:
     from cuts import baselines
     from cuts.clustering import kmeans, spectral_kmeans
     from cuts.condensation import build_atoms
 
     out: dict[str, Any] = {}
     if "kmeans" in methods:
-        out["kmeans"] = kmeans(emb, 10, seed=seed)
+        out["kmeans"] = kmeans(emb, 10, seed=seed, cancel=cancel)
     # spectral k-means and the hierarchy start from the same weighted atoms: build them once
-    atoms = build_atoms(emb, seed=seed) if {"spectral_kmeans", "persistent", "best_level", "clicks"} & set(methods) else None
+    needs_atoms = {"spectral_kmeans", "persistent", "best_level", "clicks"} & set(methods)
+    atoms = build_atoms(emb, seed=seed, cancel=cancel) if needs_atoms else None
     if "spectral_kmeans" in methods:
-        out["spectral_kmeans"] = spectral_kmeans(emb, 10, seed=seed, atoms=atoms)
+        out["spectral_kmeans"] = spectral_kmeans(emb, 10, seed=seed, atoms=atoms, cancel=cancel)
     if {"persistent", "best_level"} & set(methods) or "clicks" in methods:
         from cuts.hierarchy import condense
 
-        h = condense(emb, seed=seed, atoms=atoms)
+        h = condense(emb, seed=seed, atoms=atoms, cancel=cancel)
         out["_hierarchy"] = h
         out["persistent"] = h.persistent()
     for name in ("otsu", "felzenszwalb", "slic"):
         if name in methods:
+            check_cancelled(cancel, "evaluation")
             out[name] = baselines.BASELINES[name](image)
     return out
+
+#: Above this many pixels per image, :func:`default_workers` scores one image at a time.
+PARALLEL_MAX_PIXELS = 1024 * 1024
+
+
+def default_workers(images: Sequence[np.ndarray]) -> int:
+    """Images scored at once by default: one per CPU core, at most 4.
+
+    One at a time when an image has more than :data:`PARALLEL_MAX_PIXELS` pixels:
+    each image's embeddings (128 floats per pixel) and segmentations are held while
+    it is scored, so large images in parallel would multiply the peak memory.
+    """
+    if any(im.shape[0] * im.shape[1] > PARALLEL_MAX_PIXELS for im in images):
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _score_image(
+    model: Any,
+    name: str,
+    image: np.ndarray,
+    truth: np.ndarray,
+    *,
+    methods: Sequence[str],
+    wanted: Sequence[str],
+    seed: int,
+    clicks: bool,
+    cancel: CancelToken = None,
+) -> dict[str, Any]:
+    """Embed one image, segment it with every method and score each against ``truth``."""
+    from cuts.clicks import simulate_clicks
+    from cuts.embedding import embed
+    from cuts.masks import binarize_by_hint
+    from cuts.metrics import dice, evaluate_mask
+
+    emb = embed(model, image)
+    segs = _segmentations(image, emb, wanted, seed, cancel)
+    del emb
+    row: dict[str, Any] = {"name": name}
+    for key in methods:
+        if key == "best_level":
+            h = segs["_hierarchy"]
+            scores = [dice(binarize_by_hint(h.label_map(lv), truth), truth) for lv in range(h.n_levels)]
+            best = int(np.argmax(scores))
+            row[key] = evaluate_mask(binarize_by_hint(h.label_map(best), truth), truth)
+            row[key]["level"] = best
+        else:
+            row[key] = evaluate_mask(binarize_by_hint(segs[key], truth), truth)
+    if clicks:
+        h = segs["_hierarchy"]
+        res = simulate_clicks([h.label_map(lv) for lv in range(h.n_levels)], truth, max_clicks=20, target_dice=0.85)
+        row["clicks"] = {
+            "clicks_1": res.dice_after[0], "clicks_3": res.dice_after[2],
+            "clicks_5": res.dice_after[4], "noc85": res.clicks_to_target,
+        }
+    return row
+
+
+def _score_in_threads(
+    score: Callable[..., dict[str, Any]],
+    pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    n_workers: int,
+    progress: Callable[[str, int, int], Any] | None,
+    cancel: CancelToken = None,
+) -> list[dict[str, Any]]:
+    """``[score(*pair) for pair in pairs]`` in ``n_workers`` threads, in input order.
+
+    numpy, scipy and torch release the GIL in their kernels, so the threads share the
+    cores; torch is set to one thread each meanwhile (restored after). The first error,
+    or ``cancel``, stops what has not started; the images being scored stop at their
+    next cancel check (``cancel`` is passed to them), and the error is raised.
+    """
+    import torch
+
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cuts-evaluate")
+    try:
+        futures = [pool.submit(score, *pair) for pair in pairs]
+        pending = set(futures)
+        done_count = 0
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                fut.result()  # raises the worker's error
+            done_count += len(done)
+            if progress is not None:
+                progress("segment", done_count, len(pairs))
+            check_cancelled(cancel, "evaluation")
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(previous)
 
 
 def evaluate_folder(
@@ -127,6 +226,7 @@ def evaluate_folder(
     device: str = "auto",
     progress: Callable[[str, int, int], Any] | None = None,
     cancel: CancelToken = None,
+    workers: int | None = None,
     **train_settings: Any,
 ) -> dict[str, Any]:
     """Train on the images, segment them, and score every method.
@@ -147,26 +247,32 @@ def evaluate_folder(
         Training/embedding device.
     progress : callable, optional
         ``progress(stage, done, total)`` with stage ``"train"`` or ``"segment"``.
+    cancel : threading.Event or callable, optional
+        Stop training or scoring; :class:`cuts.Cancelled` is raised.
+    workers : int, optional
+        Images segmented and scored at once, in threads (each image's result does
+        not depend on it). Default: :func:`default_workers`. While more than one
+        runs, torch uses one thread per worker; its thread count is restored after.
     **train_settings
         Overrides of :class:`cuts.TrainConfig` (e.g. ``steps=300``).
 
     Returns
     -------
     dict
-        ``{"n_images", "train_seconds", "segment_seconds", "device", "methods": {key: {metric: mean}},
+        ``{"n_images", "train_seconds", "segment_seconds", "workers", "device", "methods": {key: {metric: mean}},
         "images": [{"name", key: {metric: value}}...]}``.
     """
-    from cuts.clicks import simulate_clicks
-    from cuts.embedding import embed
-    from cuts.masks import binarize_by_hint
-    from cuts.metrics import METRIC_NAMES, dice, evaluate_mask
+    from cuts.metrics import METRIC_NAMES
     from cuts.training import train
 
     unknown = set(methods) - set(DEFAULT_METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(DEFAULT_METHODS)}.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise ValueError(f"workers must be a positive integer (or None for the default); got {workers!r}.")
     pairs = load_pairs(images_dir, masks_dir)
     images = [img for _, img, _ in pairs]
+    n_workers = min(default_workers(images) if workers is None else int(workers), len(pairs))
 
     t0 = time.perf_counter()
     if model is None:
@@ -178,32 +284,21 @@ def evaluate_folder(
     train_seconds = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    rows = []
     wanted = list(methods) + (["clicks"] if clicks else [])
-    for i, (name, image, truth) in enumerate(pairs):
+    def score(name: str, image: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
         check_cancelled(cancel, "evaluation")
-        emb = embed(model, image)
-        segs = _segmentations(image, emb, wanted, seed)
-        row: dict[str, Any] = {"name": name}
-        for key in methods:
-            if key == "best_level":
-                h = segs["_hierarchy"]
-                scores = [dice(binarize_by_hint(h.label_map(lv), truth), truth) for lv in range(h.n_levels)]
-                best = int(np.argmax(scores))
-                row[key] = evaluate_mask(binarize_by_hint(h.label_map(best), truth), truth)
-                row[key]["level"] = best
-            else:
-                row[key] = evaluate_mask(binarize_by_hint(segs[key], truth), truth)
-        if clicks:
-            h = segs["_hierarchy"]
-            res = simulate_clicks([h.label_map(lv) for lv in range(h.n_levels)], truth, max_clicks=20, target_dice=0.85)
-            row["clicks"] = {
-                "clicks_1": res.dice_after[0], "clicks_3": res.dice_after[2],
-                "clicks_5": res.dice_after[4], "noc85": res.clicks_to_target,
-            }
-        rows.append(row)
-        if progress is not None:
-            progress("segment", i + 1, len(pairs))
+        return _score_image(
+            model, name, image, truth, methods=methods, wanted=wanted, seed=seed, clicks=clicks, cancel=cancel
+        )
+
+    if n_workers == 1:
+        rows = []
+        for i, pair in enumerate(pairs):
+            rows.append(score(*pair))
+            if progress is not None:
+                progress("segment", i + 1, len(pairs))
+    else:
+        rows = _score_in_threads(score, pairs, n_workers, progress, cancel)
     segment_seconds = time.perf_counter() - t1
 
     summary: dict[str, dict[str, float]] = {}
@@ -216,6 +311,7 @@ def evaluate_folder(
         "n_images": len(pairs),
         "train_seconds": round(train_seconds, 2),
         "segment_seconds": round(segment_seconds, 2),
+        "workers": n_workers,
         "device": str(model.device),
         "training": model.metadata.get("training"),
         "methods": summary,
