@@ -284,6 +284,48 @@ def test_spectral_kmeans(data):
             spectral_kmeans(emb, 4, **bad)
 
 
+def test_spectral_kmeans_uses_finer_atoms_than_the_hierarchy(data, monkeypatch):
+    from cuts import condensation
+    from cuts.clustering import default_spectral_atoms
+    from cuts.condensation import default_n_atoms
+
+    emb, _ = data
+    n = emb.shape[0] * emb.shape[1]
+    assert default_spectral_atoms(n) == 2 * default_n_atoms(n)
+    assert default_spectral_atoms(4096 * 4096) == 2000 and default_spectral_atoms(10) == 2
+    asked = []
+    real = condensation.build_atoms
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("n_atoms"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(condensation, "build_atoms", spy)
+    spectral_kmeans(emb, 4, seed=0)
+    spectral_kmeans(emb, 4, seed=0, n_atoms=50)
+    assert asked == [default_spectral_atoms(n), 50]
+
+
+def test_single_precision_eigenpairs_match_double_precision():
+    from scipy.linalg import eigh
+
+    from cuts.clustering import _leading_eigenpairs, local_affinity
+
+    rng = np.random.default_rng(0)
+    # four separate groups: the leading eigenvalue 1 is repeated four times
+    x = np.concatenate([rng.normal(c, 1.0, (150, 3)) for c in (0.0, 6.0, 12.0, 18.0)])
+    kern = local_affinity(x)
+    deg = kern.sum(1)
+    sym = kern / np.sqrt(deg[:, None] * deg[None, :])
+    m = sym.shape[0]
+    ref_vals, ref_vecs = eigh(sym, subset_by_index=[m - 6, m - 1])
+    vals, vecs = _leading_eigenpairs(sym, 6)
+    assert vals.dtype == vecs.dtype == np.float64
+    np.testing.assert_allclose(vals, ref_vals, atol=1e-5)
+    # the same invariant subspace (within a repeated eigenvalue the basis is arbitrary)
+    np.testing.assert_allclose(np.linalg.norm(ref_vecs.T @ vecs, axis=0), 1.0, atol=1e-4)
+
+
 def test_spectral_kmeans_duplicate_atoms_get_a_finite_width():
     """Many identical embeddings (flat image parts) give atoms at distance 0: no division by zero."""
     emb = np.zeros((24, 24, 4), np.float32)
@@ -344,7 +386,7 @@ def test_unconnected_option_keeps_embedding_clusters():
 
 
 def test_shared_atoms_give_the_same_results(data, hier):
-    """condense and spectral_kmeans given prebuilt atoms equal their own quantisation."""
+    """condense and spectral_kmeans given prebuilt atoms equal their own quantisation (spectral's is finer)."""
     from cuts.condensation import build_atoms
 
     emb = data[0]
@@ -353,7 +395,11 @@ def test_shared_atoms_give_the_same_results(data, hier):
     assert shared.n_levels == hier.n_levels
     for level in range(hier.n_levels):
         assert np.array_equal(shared.label_map(level), hier.label_map(level))
-    assert np.array_equal(spectral_kmeans(emb, 4, seed=0, atoms=atoms), spectral_kmeans(emb, 4, seed=0))
+    from cuts.clustering import default_spectral_atoms
+
+    fine = build_atoms(emb, seed=0, n_atoms=default_spectral_atoms(emb.shape[0] * emb.shape[1]))
+    assert np.array_equal(spectral_kmeans(emb, 4, seed=0, atoms=fine), spectral_kmeans(emb, 4, seed=0))
+    assert spectral_kmeans(emb, 4, seed=0, atoms=atoms).shape == emb.shape[:2]
     with pytest.raises(ValueError, match="atoms were built for"):
         condense(emb[:20], atoms=atoms)
     with pytest.raises(ValueError, match="atoms were built for"):

@@ -97,20 +97,16 @@ def _segmentations(
 ) -> dict[str, Any]:
     from cuts import baselines
     from cuts.clustering import kmeans, spectral_kmeans
-    from cuts.condensation import build_atoms
 
     out: dict[str, Any] = {}
     if "kmeans" in methods:
         out["kmeans"] = kmeans(emb, 10, seed=seed, cancel=cancel)
-    # spectral k-means and the hierarchy start from the same weighted atoms: build them once
-    needs_atoms = {"spectral_kmeans", "persistent", "best_level", "clicks"} & set(methods)
-    atoms = build_atoms(emb, seed=seed, cancel=cancel) if needs_atoms else None
-    if "spectral_kmeans" in methods:
-        out["spectral_kmeans"] = spectral_kmeans(emb, 10, seed=seed, atoms=atoms, cancel=cancel)
+    if "spectral_kmeans" in methods:  # on atoms of its own, finer than the hierarchy's
+        out["spectral_kmeans"] = spectral_kmeans(emb, 10, seed=seed, cancel=cancel)
     if {"persistent", "best_level"} & set(methods) or "clicks" in methods:
         from cuts.hierarchy import condense
 
-        h = condense(emb, seed=seed, atoms=atoms, cancel=cancel)
+        h = condense(emb, seed=seed, cancel=cancel)
         out["_hierarchy"] = h
         out["persistent"] = h.persistent()
     for name in ("otsu", "felzenszwalb", "slic"):
