@@ -89,7 +89,9 @@ def test_scoring_in_threads_gives_the_single_thread_result(dataset: tuple[Path, 
     threads = torch.get_num_threads()
     seen = []
     one = evaluate_folder(images, masks, model=model, workers=1)
+    model.encoder.train()  # a training-mode encoder is embedded in eval mode by every thread
     many = evaluate_folder(images, masks, model=model, workers=3, progress=lambda *a: seen.append(a))
+    assert model.encoder.training, "the encoder's mode was not restored"
     assert (one["workers"], many["workers"]) == (1, 3)
     assert one["images"] == many["images"] and one["methods"] == many["methods"]
     assert seen[-1] == ("segment", 3, 3) and all(stage == "segment" for stage, _, _ in seen)

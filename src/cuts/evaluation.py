@@ -287,14 +287,22 @@ def evaluate_folder(
             model, name, image, truth, methods=methods, wanted=wanted, seed=seed, clicks=clicks, cancel=cancel
         )
 
-    if n_workers == 1:
-        rows = []
-        for i, pair in enumerate(pairs):
-            rows.append(score(*pair))
-            if progress is not None:
-                progress("segment", i + 1, len(pairs))
-    else:
-        rows = _score_in_threads(score, pairs, n_workers, progress, cancel)
+    # embedding switches a training-mode encoder to eval and back per call; with several
+    # threads embedding at once, hold it in eval mode for the whole scoring instead
+    was_training = model.encoder.training
+    model.encoder.eval()
+    try:
+        if n_workers == 1:
+            rows = []
+            for i, pair in enumerate(pairs):
+                rows.append(score(*pair))
+                if progress is not None:
+                    progress("segment", i + 1, len(pairs))
+        else:
+            rows = _score_in_threads(score, pairs, n_workers, progress, cancel)
+    finally:
+        if was_training:
+            model.encoder.train()
     segment_seconds = time.perf_counter() - t1
 
     summary: dict[str, dict[str, float]] = {}
