@@ -279,9 +279,19 @@ def test_spectral_kmeans(data):
     for region in range(4):
         assert _recovers(lab, gt, region, 0.9)
     assert np.array_equal(lab, spectral_kmeans(emb, 4, seed=0))
-    for bad in ({"local_scale": 0.0}, {"local_scale": -1.0}, {"n_neighbors": 0}, {"n_neighbors": 2.5}):
+    for bad in ({"local_scale": 0.0}, {"local_scale": -1.0}, {"n_neighbors": 0}, {"n_neighbors": 2.5},
+                {"diffusion_time": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             spectral_kmeans(emb, 4, **bad)
+
+
+def test_longer_diffusion_keeps_the_regions_at_every_atom_count(data):
+    """With diffusion_time = 4 the four regions are found whatever the atom count (docs/hierarchy.md)."""
+    emb, gt = data
+    for n_atoms in (120, 180, 240, 300):
+        lab = spectral_kmeans(emb, 4, seed=0, n_atoms=n_atoms, diffusion_time=4.0)
+        for region in range(4):
+            assert _recovers(lab, gt, region, 0.9), (n_atoms, region)
 
 
 def test_spectral_kmeans_uses_finer_atoms_than_the_hierarchy(data, monkeypatch):

@@ -370,6 +370,7 @@ def spectral_kmeans(
     n_components: int = 32,
     n_neighbors: int = 10,
     local_scale: float = 0.6,
+    diffusion_time: float = 1.0,
     atoms: Atoms | None = None,
     callback: ProgressCallback | None = None,
     cancel: CancelToken = None,
@@ -405,6 +406,9 @@ def spectral_kmeans(
         Which neighbour's distance sets an atom's own bandwidth.
     local_scale : float
         Multiplier of that distance.
+    diffusion_time : float
+        Power ``t`` of the eigenvalues that scale the eigenvectors (the diffusion map at
+        time ``t``); larger values weigh the slowest modes, the coarsest splits, more.
     atoms : Atoms, optional
         These embeddings already quantised by :func:`cuts.condensation.build_atoms`
         (e.g. the hierarchy's, from :func:`cuts.condense`); ``n_atoms``,
@@ -425,6 +429,8 @@ def spectral_kmeans(
         raise ValueError(f"k must be a positive integer; got {k!r}.")
     if local_scale <= 0:
         raise ValueError(f"local_scale must be positive; got {local_scale!r}.")
+    if not diffusion_time > 0:
+        raise ValueError(f"diffusion_time must be positive; got {diffusion_time!r}.")
     if not isinstance(n_neighbors, (int, np.integer)) or isinstance(n_neighbors, bool) or n_neighbors < 1:
         raise ValueError(f"n_neighbors must be a positive integer; got {n_neighbors!r}.")
     if atoms is None:
@@ -451,7 +457,9 @@ def spectral_kmeans(
     x = atoms.coords.astype(np.float64)
     wts = atoms.counts.astype(np.float64)
     kern = local_affinity(x, n_neighbors=n_neighbors, local_scale=local_scale)
-    atom_labels = diffusion_map_kmeans(kern, wts, k, seed=seed, callback=callback, cancel=cancel)
+    atom_labels = diffusion_map_kmeans(
+        kern, wts, k, seed=seed, diffusion_time=diffusion_time, callback=callback, cancel=cancel
+    )
     out = atom_labels[atoms.atom_map]
     if callback is not None:
         callback(100, 100, "done")
@@ -497,6 +505,7 @@ def diffusion_map_kmeans(
     k: int,
     *,
     seed: int = 0,
+    diffusion_time: float = 1.0,
     callback: ProgressCallback | None = None,
     cancel: CancelToken = None,
 ) -> np.ndarray:
@@ -504,7 +513,8 @@ def diffusion_map_kmeans(
 
     The count-weighted diffusion operator ``P = D^-1 K W`` (the exact reduction of a
     random walk over the points' pixels); its leading non-trivial eigenvectors, scaled
-    by their eigenvalues, are clustered with weight-aware k-means.
+    by their eigenvalues to the power ``diffusion_time``, are clustered with weight-aware
+    k-means.
     """
     m = kern.shape[0]
     deg = kern @ wts
@@ -521,7 +531,7 @@ def diffusion_map_kmeans(
     # right eigenvectors of P: u = D^-1/2 W^-1/2 y; drop the trivial (constant) one
     u = vecs / np.sqrt(wts * deg)[:, None]
     u = u / np.sqrt((u * u * wts[:, None]).sum(0) / wts.sum())[None, :]
-    emb = u[:, 1:] * np.clip(vals[1:], 0.0, None)[None, :]
+    emb = u[:, 1:] * np.clip(vals[1:], 0.0, None)[None, :] ** diffusion_time
     if emb.shape[1] == 0:
         emb = u
     check_cancelled(cancel, "spectral k-means")
