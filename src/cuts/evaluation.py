@@ -138,7 +138,6 @@ def _score_image(
     truth: np.ndarray,
     *,
     methods: Sequence[str],
-    wanted: Sequence[str],
     seed: int,
     clicks: bool,
     cancel: CancelToken = None,
@@ -150,7 +149,7 @@ def _score_image(
     from cuts.metrics import dice, evaluate_mask
 
     emb = embed(model, image)
-    segs = _segmentations(image, emb, wanted, seed, cancel)
+    segs = _segmentations(image, emb, list(methods) + (["clicks"] if clicks else []), seed, cancel)
     del emb
     row: dict[str, Any] = {"name": name}
     for key in methods:
@@ -182,7 +181,8 @@ def _score_in_threads(
     """``[score(*pair) for pair in pairs]`` in ``n_workers`` threads, in input order.
 
     numpy, scipy and torch release the GIL in their kernels, so the threads share the
-    cores; torch is set to one thread each meanwhile (restored after). The first error,
+    cores; with more than one worker torch is set to one thread each meanwhile (restored
+    after). The first error,
     or ``cancel``, stops what has not started; the images being scored stop at their
     next cancel check (``cancel`` is passed to them), and the error is raised.
     """
@@ -191,7 +191,8 @@ def _score_in_threads(
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n_workers > 1:
+        torch.set_num_threads(1)
     pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="cuts-evaluate")
     try:
         futures = [pool.submit(score, *pair) for pair in pairs]
@@ -280,11 +281,10 @@ def evaluate_folder(
     train_seconds = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    wanted = list(methods) + (["clicks"] if clicks else [])
     def score(name: str, image: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
         check_cancelled(cancel, "evaluation")
         return _score_image(
-            model, name, image, truth, methods=methods, wanted=wanted, seed=seed, clicks=clicks, cancel=cancel
+            model, name, image, truth, methods=methods, seed=seed, clicks=clicks, cancel=cancel
         )
 
     # embedding switches a training-mode encoder to eval and back per call; with several
@@ -292,14 +292,7 @@ def evaluate_folder(
     was_training = model.encoder.training
     model.encoder.eval()
     try:
-        if n_workers == 1:
-            rows = []
-            for i, pair in enumerate(pairs):
-                rows.append(score(*pair))
-                if progress is not None:
-                    progress("segment", i + 1, len(pairs))
-        else:
-            rows = _score_in_threads(score, pairs, n_workers, progress, cancel)
+        rows = _score_in_threads(score, pairs, n_workers, progress, cancel)
     finally:
         if was_training:
             model.encoder.train()
