@@ -182,8 +182,9 @@ def _score_in_threads(
 
     numpy, scipy and torch release the GIL in their kernels, so the threads share the
     cores; with more than one worker torch is set to one thread each meanwhile (restored
-    after). The first error, or ``cancel``, stops what has not started; the images being scored stop at their
-    next cancel check (``cancel`` is passed to them), and the error is raised.
+    after). The first error, or ``cancel``, stops what has not started; the images being
+    scored stop at their next cancel check (``cancel`` is passed to them), and the error
+    is raised.
     """
     import torch
 
